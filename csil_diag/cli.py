@@ -23,7 +23,7 @@ demos_app = typer.Typer(
 )
 app.add_typer(demos_app, name="demos")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 

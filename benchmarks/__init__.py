@@ -1,0 +1,1 @@
+"""Speed benchmarks, run by `csil-diag bench` (never by the test suite)."""

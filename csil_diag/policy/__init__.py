@@ -1,0 +1,1 @@
+"""HetStat policy: MLP → stationary random features → Bayesian linear head, tanh-squashed."""
