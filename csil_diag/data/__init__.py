@@ -1,0 +1,1 @@
+"""Demonstrations: robomimic-format HDF5, scripted experts, generation and replay."""
