@@ -178,8 +178,9 @@ class ScriptedExpert:
             phase = self._script[self.phase_index]
             pos, yaw = phase.target(sim_env, obs)
             yaw = gripper_yaw(eef_rot) if yaw is None else yaw
-            if self.phase_index == len(self._script) - 1 or not self._done(phase, sim_env, eef_pos, eef_rot,
-                                                                            pos, yaw):
+            if self.phase_index == len(self._script) - 1 or not self._done(
+                phase, sim_env, eef_pos, eef_rot, pos, yaw
+            ):
                 break
             self.phase_index, self.phase_steps, self.entry_pos = self.phase_index + 1, 0, eef_pos.copy()
         self.phase_steps += 1
@@ -208,8 +209,15 @@ class ScriptedExpert:
         self._ungrasped_steps = 0 if grasped else self._ungrasped_steps + 1
         return self._ungrasped_steps >= self.drop_steps
 
-    def _done(self, phase: Phase, sim_env: Any, eef_pos: np.ndarray, eef_rot: np.ndarray,
-              pos: np.ndarray, yaw: float) -> bool:
+    def _done(
+        self,
+        phase: Phase,
+        sim_env: Any,
+        eef_pos: np.ndarray,
+        eef_rot: np.ndarray,
+        pos: np.ndarray,
+        yaw: float,
+    ) -> bool:
         # Timed phases (gripper open/close) take real time; only motions get slower with the gain.
         budget = phase.max_steps if phase.tol is None else math.ceil(phase.max_steps / min(self.gain, 1.0))
         if self.phase_steps >= budget:
@@ -256,7 +264,9 @@ class LiftExpert(ScriptedExpert):
             # A cube looks the same every 90°: take the nearest face pair.
             cube_yaw = body_yaw(sim_env.sim, sim_env.cube_body_id)
             return above(self._cube(sim_env), height), closest_equivalent(
-                cube_yaw, gripper_yaw(eef_rotation(obs)), math.pi / 2)
+                cube_yaw, gripper_yaw(eef_rotation(obs)), math.pi / 2
+            )
+
         return target
 
     def _lifted(self, sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
@@ -298,6 +308,7 @@ class CanExpert(ScriptedExpert):
         def target(sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
             goal = self._goal(sim_env)
             return carry_target(obs["robot0_eef_pos"], self._can(sim_env), goal, goal[2] + height), None
+
         return target
 
     def _retreat(self, sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
@@ -367,7 +378,8 @@ class SquareExpert(ScriptedExpert):
 
         grasps = [nut_yaw + k * math.pi for k in range(-2, 3)]  # fingers across the handle either way
         self._grasp_yaw, self._place_yaw = min(
-            ((g, g + turn + 2 * math.pi * j) for g, j in itertools.product(grasps, (-1, 0, 1))), key=cost)
+            ((g, g + turn + 2 * math.pi * j) for g, j in itertools.product(grasps, (-1, 0, 1))), key=cost
+        )
 
     def _at_handle(self, height: float) -> TargetFn:
         def target(sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
@@ -376,6 +388,7 @@ class SquareExpert(ScriptedExpert):
             handle[:2] += self.handle_offset * np.array([math.cos(nut_yaw), math.sin(nut_yaw)])
             # At gripper yaw ≡ nut yaw (mod π) the fingers close across the handle's width.
             return above(handle, height), closest_equivalent(nut_yaw, self._grasp_yaw, math.pi)
+
         return target
 
     def _turn_in_place(self, sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
@@ -394,6 +407,7 @@ class SquareExpert(ScriptedExpert):
             yaw = closest_equivalent(self._nut_goal_yaw - nut_in_grip, self._place_yaw, math.pi / 2)
             z = self._table_z(sim_env) + z_above_table
             return carry_target(obs["robot0_eef_pos"], self._nut(sim_env), peg, z), yaw
+
         return target
 
     def _on_peg(self, sim_env: Any) -> bool:
