@@ -32,9 +32,7 @@ def run(tasks: tuple[str, ...] = ("lift", "can", "square"), steps: int = 300) ->
     return {
         task: {
             "no_cameras": round(env_steps_per_second(task, steps=steps), 1),
-            "agentview+wrist_84": round(
-                env_steps_per_second(task, ("agentview", "wrist"), 84, steps=steps), 1
-            ),
+            "agentview+wrist_84": round(env_steps_per_second(task, ("agentview", "wrist"), 84, steps=steps), 1),
         }
         for task in tasks
     }

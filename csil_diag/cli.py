@@ -18,12 +18,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-demos_app = typer.Typer(
-    help="Scripted demonstrations in robomimic's HDF5 layout.", pretty_exceptions_enable=False
-)
+demos_app = typer.Typer(help="Scripted demonstrations in robomimic's HDF5 layout.", pretty_exceptions_enable=False)
 app.add_typer(demos_app, name="demos")
 
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 
@@ -156,14 +154,162 @@ def demos_replay(
     results = replay_demos(path, names)
     table = Table("demo", "steps", "recorded", "replayed", "max |Δobject|")
     for r in results:
-        table.add_row(
-            r.demo, str(r.steps), str(r.recorded_success), str(r.replay_success), f"{r.max_object_error:.2e}"
-        )
+        table.add_row(r.demo, str(r.steps), str(r.recorded_success), str(r.replay_success), f"{r.max_object_error:.2e}")
     console.print(table)
     ok = sum(r.replay_success == r.recorded_success for r in results)
     console.print(f"{ok}/{len(results)} replays reproduce the recorded outcome")
     if ok != len(results):
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------- entropy
+@app.command()
+def entropy(
+    task: str = typer.Option(..., help="lift, can or square"),
+    input: str = typer.Option("joints+object", "--input", help="feature spec, e.g. joints+object, eef+object[:3]"),
+    demos: Path = typer.Option(..., help="robomimic HDF5 with mask/train and mask/valid"),
+    out: Path = typer.Option(..., help="run directory (re-running resumes it)"),
+    preset: str = typer.Option(None, help="quick (minutes on 2 cores) | thesis (5k steps, 25 rollouts)"),
+    steps: int = typer.Option(None, help="BC steps [20000]"),
+    every: int = typer.Option(None, help="evaluate every this many steps [2000]"),
+    episodes: int = typer.Option(None, help="stochastic rollouts per point (online states) [10]"),
+    eval_episodes: int = typer.Option(None, help="deterministic rollouts per point (success rate) [10]"),
+    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2]"),
+    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32]"),
+    lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
+    batch_size: int = typer.Option(None, help="BC batch size [256]"),
+    covariance: str = typer.Option(None, help="full (faithful, default) | diagonal (speed studies only)"),
+    activation: str = typer.Option(None, help="periodic_relu (default) | triangle | sin_cos"),
+    std_floor: float = typer.Option(None, help="floor on the per-feature std used to normalise inputs [0.01]"),
+    checkpoints: str = typer.Option(None, help="every (params at every point) | last"),
+    workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
+) -> None:
+    """Online vs expert action entropy during BC pre-training of a HetStat (thesis Fig. 6.4)."""
+    from dataclasses import replace
+
+    from csil_diag.config import BCConfig, HetStatConfig
+    from csil_diag.diag.entropy_run import EntropyConfig, EntropyRun, apply_preset
+
+    config = apply_preset(EntropyConfig(task=task, input=input, demos=str(demos)), preset)
+    given = {
+        "steps": steps,
+        "every": every,
+        "episodes": episodes,
+        "eval_episodes": eval_episodes,
+        "k_samples": k,
+        "std_floor": std_floor,
+        "checkpoints": checkpoints,
+        "seeds": tuple(int(x) for x in _csv(seeds)) if seeds else None,
+    }
+    hetstat = {"covariance": covariance, "activation": activation}
+    bc = {"learning_rate": lr, "batch_size": batch_size}
+    config = replace(
+        config,
+        **{k: v for k, v in given.items() if v is not None},
+        hetstat=HetStatConfig(**{**config.hetstat.__dict__, **{k: v for k, v in hetstat.items() if v is not None}}),
+        bc=BCConfig(**{**config.bc.__dict__, **{k: v for k, v in bc.items() if v is not None}}),
+    )
+    workers = workers or (os.cpu_count() or 1)
+    run = EntropyRun(config, out, workers)
+    points = config.points
+    total = len(points) * len(config.seeds)
+    with _progress() as progress:
+        bar = progress.add_task("entropy", total=total, status="")
+        done: set[tuple[int, int]] = set()
+
+        def on_event(event: str, seed: int, step: int) -> None:
+            if event == "done":
+                done.add((seed, step))
+                progress.update(bar, completed=len(done))
+            status = {
+                "train": f"seed {seed}: BC step {step}",
+                "evaluate": f"seed {seed}: evaluating step {step}",
+                "done": f"seed {seed}: step {step} done",
+            }[event]
+            progress.update(bar, status=status)
+
+        try:
+            table = run.run(on_event)
+        except KeyboardInterrupt:
+            progress.stop()
+            print(
+                f"interrupted: finished points are kept in {out}; rerun the same command to resume",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+    _print_entropy_summary(table, config, out)
+
+
+def _print_entropy_summary(table, config, out: Path) -> None:
+    last = table[table.step == table.step.max()]
+    title = (
+        f"{config.task} · {config.input} · {config.hetstat.covariance} covariance · step {int(table.step.max())}"
+        f" · K={config.k_samples}"
+    )
+    summary = Table(
+        "seed",
+        "expert train H",
+        "expert valid H",
+        "online H",
+        "AUROC vs valid",
+        "AUROC vs train",
+        "gap vs valid [95 % CI]",
+        "success",
+        title=title,
+    )
+    for seed, rows in last.groupby("seed"):
+        by = {r.split: r for r in rows.itertuples()}
+        on = by["online"]
+        summary.add_row(
+            str(seed),
+            f"{by['train'].entropy:.2f}",
+            f"{by['valid'].entropy:.2f}",
+            f"{on.entropy:.2f}",
+            f"{on.auroc_valid:.3f}",
+            f"{on.auroc_train:.3f}",
+            f"{on.gap_valid:+.2f} [{on.gap_valid_lo:+.2f}, {on.gap_valid_hi:+.2f}]",
+            f"{on.success_rate:.0%}",
+        )
+    console.print(summary)
+    best = table[table.split == "online"].auroc_valid.max()
+    console.print(f"best AUROC (online vs held-out expert) over all points: {best:.3f}")
+    console.print(f"wrote {out}/entropy.parquet ({len(table)} rows), {out}/config.json, checkpoints/ and states/")
+
+
+# ----------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="run directories written by csil-diag entropy"),
+    out: Path = typer.Option(Path("reports/stationarity.pdf"), help="PDF path; PNGs are written beside it"),
+) -> None:
+    """Multi-page PDF stationarity report (plus one PNG per figure) from run directories only."""
+    from csil_diag.report.pdf import build_report
+
+    summary = build_report(list(runs), out)
+    console.print(f"wrote {summary.pdf} ({summary.pages} pages) and {len(summary.pngs)} PNGs:")
+    for png in summary.pngs:
+        console.print(f"  {png}")
+
+
+# ------------------------------------------------------------------------------------------ bench
+@app.command()
+def bench(
+    out: Path = typer.Option(None, help="also write the JSON here"),
+    quick: bool = typer.Option(False, help="fewer widths and repeats (a smoke run)"),
+) -> None:
+    """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056) against this machine's matmul rate,
+    entropy evaluation states/s, rollout steps/s with and without cameras. Prints JSON."""
+    import json
+
+    from benchmarks.speed import run as run_bench
+
+    result = run_bench(quick=quick)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out is not None:
+        from csil_diag.runs import atomic_write_bytes
+
+        atomic_write_bytes(out, (text + "\n").encode())
 
 
 # ------------------------------------------------------------------------------------------- main

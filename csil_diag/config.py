@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from csil_diag.errors import UserError
@@ -22,6 +22,7 @@ class HetStatConfig:
     features: int = 1024
     activation: str = "periodic_relu"  # periodic_relu | triangle | sin_cos
     covariance: str = "full"  # full (faithful) | diagonal (speed studies; labelled in every output)
+    covariance_blocks: int = 16  # column blocks storing the full factor's lower triangle (same math)
     log_lengthscale_init: float = -5.0
     prior_variance: float = 0.75
     min_variance: float = 1e-5
@@ -32,6 +33,23 @@ class HetStatConfig:
         _check_choice("covariance", self.covariance, ("full", "diagonal"))
         if self.features % 2:
             raise UserError(f"features must be even (got {self.features})")
+        if self.features % self.covariance_blocks:
+            raise UserError(f"features ({self.features}) must be a multiple of covariance_blocks")
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """BC pre-training (thesis App. B: lr 1e-4, batch 256, AdamW; 5k steps there)."""
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    mode: str = "head"  # head | residual | ensemble: how the HetStat composes with a base action
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, ("head", "residual", "ensemble"))
+        if self.learning_rate <= 0 or self.batch_size < 1:
+            raise UserError("learning rate and batch size must be positive")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -57,5 +75,4 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-_CONFIGS: dict[str, type] = {"HetStatConfig": HetStatConfig}
-_ = field  # re-exported for configs defined in other modules
+_CONFIGS: dict[str, type] = {"HetStatConfig": HetStatConfig, "BCConfig": BCConfig}

@@ -15,8 +15,6 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 def lift_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three lift demos with both cameras at 32×32 (robomimic layout)."""
     out = tmp_path_factory.mktemp("demos") / "lift.hdf5"
-    config = DemoConfig(
-        task="lift", n=3, cameras=("agentview", "wrist"), image_size=32, seed=0, valid_fraction=0.34
-    )
+    config = DemoConfig(task="lift", n=3, cameras=("agentview", "wrist"), image_size=32, seed=0, valid_fraction=0.34)
     generate_demos(config, out, workers=1)
     return out

@@ -159,9 +159,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     (tmp_path / "JUNK").write_text("junk")
     args = tuple(str(tmp_path / a) if a == "JUNK" else a for a in args)
-    proc = subprocess.run(
-        [sys.executable, "-m", "csil_diag.cli", *args], capture_output=True, text=True, cwd=tmp_path
-    )
+    proc = subprocess.run([sys.executable, "-m", "csil_diag.cli", *args], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

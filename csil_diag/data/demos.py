@@ -128,9 +128,7 @@ _WORKER_CONFIG: DemoConfig | None = None
 def _worker_init(config: DemoConfig) -> None:
     global _WORKER_ENV, _WORKER_CONFIG
     _WORKER_CONFIG = config
-    _WORKER_ENV = make_env(
-        config.task, cameras=config.cameras, image_size=config.image_size, seed=config.seed
-    )
+    _WORKER_ENV = make_env(config.task, cameras=config.cameras, image_size=config.image_size, seed=config.seed)
 
 
 def _worker_run(attempt: int) -> Episode:
@@ -186,9 +184,7 @@ def _prepare_partial(out: Path, config: DemoConfig, env_args: dict[str, Any]) ->
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(
-            f"cannot create the directory {out.parent} ({exc.strerror}); choose another --out"
-        ) from None
+        raise UserError(f"cannot create the directory {out.parent} ({exc.strerror}); choose another --out") from None
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"cannot write to {out.parent}; choose another --out")
     if partial.exists():
@@ -204,9 +200,7 @@ def _prepare_partial(out: Path, config: DemoConfig, env_args: dict[str, Any]) ->
                 check_robomimic(f, out)
                 _check_same_settings(f, config, out)
         except OSError as exc:
-            raise UserError(
-                f"{out} exists but is not a readable HDF5 file ({exc}); remove it first"
-            ) from None
+            raise UserError(f"{out} exists but is not a readable HDF5 file ({exc}); remove it first") from None
         shutil.copyfile(out, partial)
     if not partial.exists():
         with h5py.File(partial, "w") as f:
@@ -226,9 +220,7 @@ def _check_same_settings(f: h5py.File, config: DemoConfig, path: Path) -> None:
         raise UserError(f"{path} was not written by `csil-diag demos`; choose another --out")
     ours = json.loads(json.dumps(config.identity()))
     if theirs != ours:
-        diff = ", ".join(
-            f"{k}={theirs.get(k)!r} (asked {ours.get(k)!r})" for k in ours if theirs.get(k) != ours.get(k)
-        )
+        diff = ", ".join(f"{k}={theirs.get(k)!r} (asked {ours.get(k)!r})" for k in ours if theirs.get(k) != ours.get(k))
         raise UserError(f"{path} was made with other settings: {diff}; use matching options or another --out")
 
 

@@ -178,9 +178,7 @@ class ScriptedExpert:
             phase = self._script[self.phase_index]
             pos, yaw = phase.target(sim_env, obs)
             yaw = gripper_yaw(eef_rot) if yaw is None else yaw
-            if self.phase_index == len(self._script) - 1 or not self._done(
-                phase, sim_env, eef_pos, eef_rot, pos, yaw
-            ):
+            if self.phase_index == len(self._script) - 1 or not self._done(phase, sim_env, eef_pos, eef_rot, pos, yaw):
                 break
             self.phase_index, self.phase_steps, self.entry_pos = self.phase_index + 1, 0, eef_pos.copy()
         self.phase_steps += 1

@@ -145,9 +145,7 @@ def open_demos(path: str | os.PathLike) -> Iterator[h5py.File]:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise UserError(
-            f"{path}: not a readable HDF5 file ({exc}); regenerate it with `csil-diag demos`"
-        ) from None
+        raise UserError(f"{path}: not a readable HDF5 file ({exc}); regenerate it with `csil-diag demos`") from None
     try:
         check_robomimic(f, path)
         yield f

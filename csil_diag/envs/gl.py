@@ -35,9 +35,7 @@ def probe_backend(name: str, timeout: float = 60.0) -> bool:
     """True if MuJoCo can create an offscreen rendering context with backend ``name``."""
     env = {**os.environ, "MUJOCO_GL": name, "PYOPENGL_PLATFORM": name}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _PROBE, name], env=env, capture_output=True, timeout=timeout
-        )
+        proc = subprocess.run([sys.executable, "-c", _PROBE, name], env=env, capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0

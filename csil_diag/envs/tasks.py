@@ -207,9 +207,7 @@ class RobosuiteTask:
         self.image_size = int(image_size)
         self.horizon = int(horizon or self.spec.horizon)
         self.seed = 0 if seed is None else int(seed)
-        self.env_kwargs = robosuite_kwargs(
-            self.spec.name, self.cameras, self.image_size, self.horizon, self.seed
-        )
+        self.env_kwargs = robosuite_kwargs(self.spec.name, self.cameras, self.image_size, self.horizon, self.seed)
         suite = _import_robosuite()
         try:
             self.env = suite.make(self.spec.robosuite_env, **copy.deepcopy(self.env_kwargs))

@@ -27,7 +27,7 @@ def periodic_relu(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def triangle(x: jnp.ndarray) -> jnp.ndarray:
-    """Triangle wave scaled (π/(2√2)) to the same second moment as the sine."""
+    """Triangle wave scaled by π/(2√2): second moment π⁴/96 ≈ 1 over a period, like √2·sin."""
     return (PI / (2.0 * math.sqrt(2.0))) * triangle_wave(x)
 
 

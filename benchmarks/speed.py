@@ -1,0 +1,120 @@
+"""`csil-diag bench`: BC step speed against the machine's matmul rate, entropy evaluation, rollouts."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from csil_diag.config import BCConfig, HetStatConfig
+from csil_diag.csil.bc import init_state, make_train_fn
+from csil_diag.diag.entropy import make_state_evaluator
+from csil_diag.envs.tasks import ACTION_DIM
+from csil_diag.policy.hetstat import HetStat
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    """Seconds per call (after one warm-up call), blocking on JAX results."""
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int = 20) -> float:
+    """fp32 GFLOP/s of an (m×k)@(k×n) product in jax on this machine."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
+    b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    return 2 * m * k * n / _time(lambda: f(a, b), repeats) / 1e9
+
+
+def bc_step_flops(cfg: HetStatConfig, width: int, batch: int) -> dict[str, float]:
+    """FLOPs of one BC step: ``useful`` (what is computed) and ``dense`` (one dense F×F factor per dim).
+
+    Dense layers cost 3× their forward pass (forward, weight and input gradients); the variance costs
+    2× (forward and the factor's gradient: φ is stop-gradient in the faithful loss).
+    """
+    sizes = [width, *cfg.hidden, cfg.bottleneck]
+    trunk = sum(a * b for a, b in itertools.pairwise(sizes))
+    feats = cfg.bottleneck * cfg.features // 2 + cfg.features * ACTION_DIM
+    if cfg.covariance == "full":
+        b, nb = cfg.features // cfg.covariance_blocks, cfg.covariance_blocks
+        var_useful = ACTION_DIM * b * b * nb * (nb + 1) // 2
+        var_dense = ACTION_DIM * cfg.features**2
+    else:
+        var_useful = var_dense = ACTION_DIM * cfg.features
+    common = 2 * batch * 3 * (trunk + feats)
+    return {"useful": common + 2 * batch * 2 * var_useful, "dense": common + 2 * batch * 2 * var_dense}
+
+
+def bc_speed(width: int, covariance: str, batch: int = 256, steps: int = 20, repeats: int = 3) -> dict[str, float]:
+    cfg = HetStatConfig(covariance=covariance)
+    bc = BCConfig(batch_size=batch)
+    model = HetStat(cfg, ACTION_DIM)
+    state = init_state(model, bc, jax.random.key(0), width)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((4096, width)), jnp.float32)
+    y = jnp.asarray(np.tanh(rng.standard_normal((4096, ACTION_DIM))), jnp.float32)
+    train = make_train_fn(model, bc)
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = train(holder["state"], jax.random.key(1), x, y, None, n_steps=steps)
+        return metrics
+
+    per_step = _time(run, repeats) / steps
+    flops = bc_step_flops(cfg, width, batch)
+    return {
+        "ms_per_step": round(1e3 * per_step, 2),
+        "steps_per_s": round(1 / per_step, 2),
+        "useful_gflop_per_step": round(flops["useful"] / 1e9, 2),
+        "dense_equiv_gflop_per_step": round(flops["dense"] / 1e9, 2),
+        "useful_gflops": round(flops["useful"] / per_step / 1e9, 1),
+        "dense_equiv_gflops": round(flops["dense"] / per_step / 1e9, 1),
+    }
+
+
+def entropy_speed(width: int = 19, states: int = 8192, k: int = 32) -> dict[str, float]:
+    model = HetStat(HetStatConfig(), ACTION_DIM)
+    params = model.init(jax.random.key(0), jnp.zeros((1, width)))
+    evaluate = make_state_evaluator(model, "head", k)
+    x = np.random.default_rng(0).standard_normal((states, width)).astype(np.float32)
+    seconds = _time(lambda: evaluate(params, x, None, 0)["entropy"], 3)
+    return {"states_per_s": round(states / seconds, 1), "k_samples": k, "states": states}
+
+
+def rollout_speed(task: str = "lift", steps: int = 300) -> dict[str, float]:
+    from benchmarks.envs import env_steps_per_second
+
+    return {
+        "no_cameras_steps_per_s": round(env_steps_per_second(task, steps=steps), 1),
+        "agentview+wrist_84_steps_per_s": round(env_steps_per_second(task, ("agentview", "wrist"), 84, steps), 1),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    widths = (18, 1032) if quick else (18, 1032, 2056)
+    out: dict[str, Any] = {"device": str(jax.devices()[0]), "cpus": jax.device_count()}
+    out["matmul_gflops"] = {f"256x{w}x1024": round(matmul_gflops(256, w, 1024), 1) for w in widths} | {
+        "256x1024x1024": round(matmul_gflops(256, 1024, 1024), 1),
+        "1024x1024x1024": round(matmul_gflops(1024, 1024, 1024), 1),
+    }
+    peak = out["matmul_gflops"]["256x1024x1024"]
+    out["bc_step_batch256"] = {}
+    for cov in ("diagonal", "full"):
+        for w in widths:
+            result = bc_speed(w, cov, steps=10 if quick else 20)
+            result["fraction_of_matmul_rate_dense_equiv"] = round(result["dense_equiv_gflops"] / peak, 2)
+            result["fraction_of_matmul_rate_useful"] = round(result["useful_gflops"] / peak, 2)
+            out["bc_step_batch256"][f"{cov}_D{w}"] = result
+    out["entropy_eval"] = entropy_speed(k=32, states=2048 if quick else 8192)
+    out["rollouts_lift"] = rollout_speed(steps=100 if quick else 300)
+    return out

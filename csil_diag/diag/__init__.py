@@ -1,0 +1,1 @@
+"""Diagnostics: entropy online vs expert, separation metrics, sweeps and projections."""

@@ -1,0 +1,380 @@
+"""`csil-diag entropy`: online vs expert action entropy during BC pre-training (thesis Fig. 6.4).
+
+For every seed, BC pre-training of a HetStat is paused every ``every`` steps to measure
+- expert entropy: per-state entropy over training-demo states and, separately, held-out demo states;
+- online entropy: over every state visited by ``episodes`` stochastic rollouts of the current policy;
+- the deterministic policy's success rate over ``eval_episodes`` rollouts;
+- separation: AUROC (online vs held-out / training expert states), the gap with a 95 % CI, per-dim stds.
+
+Run directory::
+
+    config.json          resolved config, normaliser statistics, dataset fingerprint, versions
+    entropy.parquet      one row per seed × step × split (train | valid | online), rebuilt after each point
+    points/              the same rows, one file per finished (seed, step): the unit of resumption
+    states/              per-state entropies of each point (for distributions in the report)
+    checkpoints/seed<s>/ params_<step>.msgpack at every point; state.msgpack (params + optimiser) last
+
+Re-running the same command skips finished points; Ctrl-C loses only the unfinished point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from csil_diag.config import BCConfig, HetStatConfig, from_dict
+from csil_diag.csil.bc import BCState, init_state, make_train_fn
+from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
+from csil_diag.diag.rollouts import RolloutResult, run_episodes
+from csil_diag.envs.tasks import ACTION_DIM, task_from_env_name, task_spec
+from csil_diag.envs.vector import VectorEnv
+from csil_diag.errors import UserError
+from csil_diag.features.dataset import DemoFeatures, load_demo_features
+from csil_diag.features.normalize import Normalizer
+from csil_diag.features.sources import check_sources, featurize
+from csil_diag.features.spec import InputSpec
+from csil_diag.policy import tanh_gaussian as tg
+from csil_diag.policy.hetstat import HetStat
+from csil_diag.runs import (
+    atomic_write_json,
+    atomic_write_parquet,
+    file_fingerprint,
+    load_pytree,
+    now_utc,
+    save_pytree,
+    versions,
+)
+
+TRAIN_CHUNK = 100  # BC steps per jitted call
+
+
+@dataclass(frozen=True)
+class EntropyConfig:
+    """Everything that defines an entropy run (saved as config.json; must match on resume)."""
+
+    task: str
+    input: str
+    demos: str
+    steps: int = 20000
+    every: int = 2000
+    episodes: int = 10  # stochastic rollouts per point (online states)
+    eval_episodes: int = 10  # deterministic rollouts per point (success rate)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    k_samples: int = 32
+    max_expert_states: int = 20000
+    std_floor: float = 0.01
+    bootstrap: int = 1000
+    checkpoints: str = "every"  # every | last
+    horizon: int | None = None  # None: the task's (400); shorter only for quick checks
+    hetstat: HetStatConfig = field(default_factory=HetStatConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def __post_init__(self) -> None:
+        task_spec(self.task)
+        check_sources(InputSpec.parse(self.input))
+        if self.steps < 0 or self.every < 1:
+            raise UserError("--steps must be ≥ 0 and --every ≥ 1")
+        if self.episodes < 1 or self.eval_episodes < 0 or self.k_samples < 1:
+            raise UserError("--episodes and --k must be ≥ 1 (--eval-episodes ≥ 0)")
+        if not self.seeds:
+            raise UserError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
+        if self.checkpoints not in ("every", "last"):
+            raise UserError("--checkpoints must be every or last")
+
+    @property
+    def points(self) -> list[int]:
+        return sorted({*range(0, self.steps, self.every), self.steps})
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share (seeds may be added)."""
+        data = asdict(self)
+        data.pop("seeds")
+        return json.loads(json.dumps(data))  # tuples → lists, as read back from config.json
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A few minutes on 2 cores: the README's main command.
+    "quick": {"steps": 1000, "every": 250, "episodes": 4, "eval_episodes": 4, "seeds": (0,), "k_samples": 16},
+    # Thesis App. B / §6.3.1: 5k BC steps at lr 1e-4, 25 rollouts per point.
+    "thesis": {"steps": 5000, "every": 1000, "episodes": 25, "eval_episodes": 25, "seeds": (0, 1, 2)},
+}
+
+
+@dataclass
+class PointResult:
+    seed: int
+    step: int
+    rows: list[dict[str, Any]]
+
+
+def _rollout_seeds(seed: int, n: int) -> list[int]:
+    # The same initial states at every point of a seed: curves then show the policy changing, not luck.
+    return [int(np.random.SeedSequence([seed, e, 0xE17]).generate_state(1)[0]) for e in range(n)]
+
+
+class EntropyRun:
+    """One run directory: data, model and evaluation shared by all seeds."""
+
+    def __init__(self, config: EntropyConfig, out: str | os.PathLike, workers: int) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.workers = workers
+        self.spec = InputSpec.parse(config.input)
+        self._check_task_matches_demos()
+        self.train = load_demo_features(config.demos, self.spec, "train")
+        self.valid = load_demo_features(config.demos, self.spec, "valid")
+        self.normalizer = Normalizer.fit(self.train.x, config.std_floor)
+        self.x_train = jnp.asarray(self.normalizer(self.train.x))
+        self.a_train = jnp.asarray(self.train.actions)
+        self.model = HetStat(config.hetstat, ACTION_DIM)
+        self.train_fn = make_train_fn(self.model, config.bc)
+        self.evaluate = make_state_evaluator(self.model, config.bc.mode, config.k_samples)
+        self.expert_train = self._subsample(self.train, config.max_expert_states)
+        self._act = jax.jit(self._act_impl, static_argnames="stochastic")
+        self._prepare_dir()
+
+    # ------------------------------------------------------------------------------------ set-up
+    def _check_task_matches_demos(self) -> None:
+        from csil_diag.data.robomimic import read_info
+
+        info = read_info(self.config.demos)
+        demo_task = info.env_args.get("task") or task_from_env_name(info.env_args.get("env_name", "?"))
+        if demo_task != self.config.task:
+            raise UserError(f"{self.config.demos} holds {demo_task} demos but --task is {self.config.task}")
+        if not info.masks.get("valid"):
+            raise UserError(
+                f"{self.config.demos} has no held-out demos (mask/valid); regenerate with --valid-fraction 0.1"
+            )
+
+    def _subsample(self, data: DemoFeatures, limit: int) -> DemoFeatures:
+        if len(data.x) <= limit:
+            return data
+        idx = np.sort(np.random.default_rng(0).choice(len(data.x), limit, replace=False))
+        return DemoFeatures(data.x[idx], data.actions[idx], data.episode[idx], data.demos)
+
+    def _prepare_dir(self) -> None:
+        path = self.out / "config.json"
+        saved = {
+            "kind": "entropy",
+            "config": asdict(self.config),
+            "identity": self.config.identity(),
+            "input_width": int(self.train.x.shape[1]),
+            "normalizer": self.normalizer.to_dict(),
+            "demos": {
+                "path": str(self.config.demos),
+                "fingerprint": file_fingerprint(self.config.demos),
+                "train_demos": len(self.train.demos),
+                "valid_demos": len(self.valid.demos),
+                "train_states": len(self.train.x),
+                "valid_states": len(self.valid.x),
+            },
+            "versions": versions(),
+        }
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("identity") != saved["identity"]:
+                diff = [k for k in saved["identity"] if old.get("identity", {}).get(k) != saved["identity"][k]]
+                raise UserError(f"{self.out} holds a run with other settings ({', '.join(diff)}); use another --out")
+            if old.get("demos", {}).get("fingerprint") != saved["demos"]["fingerprint"]:
+                raise UserError(f"{self.config.demos} changed since {self.out} was started; use another --out")
+            seeds = sorted(set(old["config"]["seeds"]) | set(self.config.seeds))
+            saved["config"]["seeds"] = seeds
+            saved["created"] = old.get("created", now_utc())
+        else:
+            saved["created"] = now_utc()
+        saved["updated"] = now_utc()
+        atomic_write_json(path, saved)
+
+    # ------------------------------------------------------------------------------------ policy
+    def _act_impl(self, params, x, key, stochastic: bool):
+        mu, std = self.model.apply(params, x)
+        mode = self.config.bc.mode
+        if not stochastic:
+            return tg.deterministic_action(mode, mu)
+        actions, _ = tg.sample(key, mode, mu, std, None, 1)
+        return actions[0]
+
+    def make_policy(self, params, stochastic: bool, seed: int, batch: int):
+        counter = [0]
+
+        def policy(obs_list: list[dict[str, np.ndarray]]):
+            raw = np.stack([featurize(self.spec, o) for o in obs_list])
+            x = self.normalizer(raw)
+            pad = batch - len(x)  # one compiled shape however many episodes are still running
+            x = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)]) if pad > 0 else x
+            key = jax.random.fold_in(jax.random.key(seed), counter[0])
+            counter[0] += 1
+            actions = np.asarray(self._act(params, jnp.asarray(x), key, stochastic=stochastic))
+            return actions[: len(raw)], raw, None
+
+        return policy
+
+    # ------------------------------------------------------------------------------------ files
+    def point_path(self, seed: int, step: int) -> Path:
+        return self.out / "points" / f"seed{seed}_step{step:08d}.parquet"
+
+    def ckpt_dir(self, seed: int) -> Path:
+        return self.out / "checkpoints" / f"seed{seed}"
+
+    def rebuild_table(self) -> pd.DataFrame:
+        files = sorted((self.out / "points").glob("*.parquet"))
+        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+        if not frame.empty:
+            frame = frame.sort_values(["seed", "step", "split"]).reset_index(drop=True)
+        atomic_write_parquet(self.out / "entropy.parquet", frame)
+        return frame
+
+    # ------------------------------------------------------------------------------------ one point
+    def evaluate_point(self, venv: VectorEnv, state: BCState, seed: int, metrics: dict[str, float]) -> PointResult:
+        cfg = self.config
+        step = int(state.step)
+        eval_seed = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+        expert = {
+            "train": (
+                self.expert_train,
+                self.evaluate(state.params, self.normalizer(self.expert_train.x), None, eval_seed),
+            ),
+            "valid": (
+                self.valid,
+                self.evaluate(state.params, self.normalizer(self.valid.x), None, eval_seed + 1),
+            ),
+        }
+        seeds = _rollout_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
+        online: RolloutResult = run_episodes(
+            venv, self.make_policy(state.params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
+        )
+        online_metrics = self.evaluate(state.params, self.normalizer(online.features), None, eval_seed + 3)
+        success = float("nan")
+        if cfg.eval_episodes:
+            det = run_episodes(venv, self.make_policy(state.params, False, 0, venv.n_envs), seeds[: cfg.eval_episodes])
+            success = det.success_rate
+        base = {
+            "task": cfg.task,
+            "input": cfg.input,
+            "covariance": cfg.hetstat.covariance,
+            "activation": cfg.hetstat.activation,
+            "mode": cfg.bc.mode,
+            "seed": seed,
+            "step": step,
+            "k_samples": cfg.k_samples,
+            **{f"bc_{k}": v for k, v in metrics.items()},
+        }
+        rows = []
+        for split, (data, m) in expert.items():
+            rows.append(
+                {
+                    **base,
+                    "split": split,
+                    "n_episodes": len(data.demos),
+                    **split_summary(m),
+                    **self._demo_fit(state.params, data),
+                }
+            )
+        row = {
+            **base,
+            "split": "online",
+            "n_episodes": len(online.success),
+            **split_summary(online_metrics),
+            "success_rate": success,
+            "stochastic_success_rate": online.success_rate,
+            "mean_length": float(online.lengths.mean()),
+        }
+        for split, (data, m) in expert.items():
+            row |= separation_summary(online_metrics, online.episode, m, data.episode, split, cfg.bootstrap, eval_seed)
+        rows.append(row)
+        states = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "split": split,
+                        "episode": data.episode,
+                        "entropy": m["entropy"],
+                        "gaussian_entropy": m["gaussian_entropy"],
+                    }
+                )
+                for split, (data, m) in {**expert, "online": (online, online_metrics)}.items()
+            ],
+            ignore_index=True,
+        ).assign(seed=seed, step=step)
+        atomic_write_parquet(self.out / "states" / f"seed{seed}_step{step:08d}.parquet", states)
+        return PointResult(seed, step, rows)
+
+    def _demo_fit(self, params, data: DemoFeatures) -> dict[str, float]:
+        """MSE of the deterministic action and NLL of the demo actions on one split."""
+        mu, std = self.model.apply(params, jnp.asarray(self.normalizer(data.x)))
+        mode = self.config.bc.mode
+        mse = float(jnp.mean(jnp.square(tg.deterministic_action(mode, mu) - data.actions)))
+        nll = float(-jnp.mean(tg.log_prob(mode, jnp.asarray(data.actions), mu, std)))
+        return {"demo_mse": mse, "demo_nll": nll}
+
+    # ------------------------------------------------------------------------------------ one seed
+    def run_seed(self, venv: VectorEnv, seed: int, on_event: Callable[[str, int, int], None]) -> None:
+        cfg = self.config
+        state = init_state(self.model, cfg.bc, jax.random.key(seed), int(self.train.x.shape[1]))
+        state_file = self.ckpt_dir(seed) / "state.msgpack"
+        if state_file.exists():
+            state = load_pytree(state_file, state)
+        metrics: dict[str, float] = {}
+        for point in cfg.points:
+            if point < int(state.step):
+                if not self.point_path(seed, point).exists():
+                    raise UserError(
+                        f"{self.point_path(seed, point)} is missing but seed {seed} trained past it; "
+                        f"delete {state_file} to recompute the seed"
+                    )
+                on_event("done", seed, point)
+                continue
+            while int(state.step) < point:
+                n = min(TRAIN_CHUNK, point - int(state.step))
+                key = jax.random.fold_in(jax.random.key(seed), int(state.step))
+                state, out = self.train_fn(state, key, self.x_train, self.a_train, None, n_steps=n)
+                metrics = {k: float(v) for k, v in out.items()}
+                if not math.isfinite(metrics["loss"]):
+                    raise UserError(
+                        f"BC loss became {metrics['loss']} at step {int(state.step)} (seed {seed}); lower --lr"
+                    )
+                on_event("train", seed, int(state.step))
+            if not self.point_path(seed, point).exists():
+                on_event("evaluate", seed, point)
+                result = self.evaluate_point(venv, state, seed, metrics)
+                atomic_write_parquet(self.point_path(seed, point), pd.DataFrame(result.rows))
+                if cfg.checkpoints == "every" or point == cfg.points[-1]:
+                    save_pytree(self.ckpt_dir(seed) / f"params_{point:08d}.msgpack", state.params)
+                save_pytree(state_file, state)
+                self.rebuild_table()
+            on_event("done", seed, point)
+
+    def run(self, on_event: Callable[[str, int, int], None] = lambda *a: None) -> pd.DataFrame:
+        n_envs = max(self.config.episodes, self.config.eval_episodes)
+        with VectorEnv(self.config.task, n_envs, workers=self.workers, seed=0, horizon=self.config.horizon) as venv:
+            for seed in self.config.seeds:
+                self.run_seed(venv, seed, on_event)
+        return self.rebuild_table()
+
+
+def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """config.json of an entropy run directory, with a clear error when it is not one."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a csil-diag run directory (no config.json); run `csil-diag entropy` first")
+    data = json.loads(path.read_text())
+    data["config_obj"] = from_dict(EntropyConfig, {k: v for k, v in data["config"].items()})
+    return data
+
+
+def apply_preset(config: EntropyConfig, preset: str | None) -> EntropyConfig:
+    if preset is None:
+        return config
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return replace(config, **PRESETS[preset])

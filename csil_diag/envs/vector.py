@@ -1,0 +1,141 @@
+"""Many envs stepped in lockstep by worker processes, so a policy can act on all of them in one batch.
+
+The policy stays in the calling process (JAX, one batched forward per step); each worker owns a few
+envs and only simulates. With one worker per core the physics of different envs runs in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import traceback
+from typing import Any
+
+import numpy as np
+
+from csil_diag.envs.tasks import make_env
+
+
+def _worker(conn: Any, task: str, n_envs: int, env_kwargs: dict[str, Any]) -> None:
+    envs = []
+    try:
+        envs = [make_env(task, **env_kwargs) for _ in range(n_envs)]
+        conn.send(("ready", None))
+        while True:
+            cmd, payload = conn.recv()
+            if cmd == "reset":  # payload: {local index: episode seed}
+                conn.send(("ok", {i: envs[i].reset(seed=s) for i, s in payload.items()}))
+            elif cmd == "step":  # payload: {local index: action}
+                out = {}
+                for i, action in payload.items():
+                    obs, reward, done, info = envs[i].step(action)
+                    out[i] = (obs, reward, done, bool(info["success"]))
+                conn.send(("ok", out))
+            elif cmd == "close":
+                break
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except Exception:  # report, don't hang the parent
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        for env in envs:
+            env.close()
+        conn.close()
+
+
+class VectorEnv:
+    """``n_envs`` copies of a task split across ``workers`` processes (``workers=0``: in-process)."""
+
+    def __init__(
+        self,
+        task: str,
+        n_envs: int,
+        *,
+        workers: int = 0,
+        cameras: tuple[str, ...] = (),
+        image_size: int = 84,
+        seed: int = 0,
+        horizon: int | None = None,
+    ) -> None:
+        self.n_envs = n_envs
+        env_kwargs = {"cameras": cameras, "image_size": image_size, "seed": seed, "horizon": horizon}
+        self.workers = min(workers, n_envs)
+        self._local = []
+        self._procs: list[Any] = []
+        self._conns: list[Any] = []
+        if self.workers <= 0:
+            self._local = [make_env(task, **env_kwargs) for _ in range(n_envs)]
+            self._where = [(0, i) for i in range(n_envs)]
+            return
+        ctx = mp.get_context("spawn")
+        counts = [n_envs // self.workers + (w < n_envs % self.workers) for w in range(self.workers)]
+        self._where = [(w, i) for w, c in enumerate(counts) for i in range(c)]
+        for count in counts:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, task, count, env_kwargs), daemon=True)
+            proc.start()
+            child.close()
+            self._procs.append(proc)
+            self._conns.append(parent)
+        for conn in self._conns:
+            self._receive(conn)
+
+    @staticmethod
+    def _receive(conn: Any) -> Any:
+        status, payload = conn.recv()
+        if status == "error":
+            raise RuntimeError(f"env worker failed:\n{payload}")
+        return payload
+
+    def _call(self, cmd: str, per_env: dict[int, Any]) -> dict[int, Any]:
+        """Send ``per_env`` (global index → payload) to the owning workers; gather global results."""
+        if not self._procs:
+            envs = self._local
+            if cmd == "reset":
+                return {i: envs[i].reset(seed=s) for i, s in per_env.items()}
+            out = {}
+            for i, action in per_env.items():
+                obs, reward, done, info = envs[i].step(action)
+                out[i] = (obs, reward, done, bool(info["success"]))
+            return out
+        batches: list[dict[int, Any]] = [{} for _ in self._conns]
+        back: list[dict[int, int]] = [{} for _ in self._conns]
+        for i, payload in per_env.items():
+            w, local = self._where[i]
+            batches[w][local] = payload
+            back[w][local] = i
+        for w, batch in enumerate(batches):
+            if batch:
+                self._conns[w].send((cmd, batch))
+        out = {}
+        for w, batch in enumerate(batches):
+            if batch:
+                for local, result in self._receive(self._conns[w]).items():
+                    out[back[w][local]] = result
+        return out
+
+    def reset(self, seeds: dict[int, int]) -> dict[int, dict[str, np.ndarray]]:
+        """Reset the given envs (global index → episode seed); returns their first observations."""
+        return self._call("reset", seeds)
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple[dict[str, np.ndarray], float, bool, bool]]:
+        """Step the given envs; returns global index → (obs, reward, done, success)."""
+        return self._call("step", {i: np.asarray(a, np.float64) for i, a in actions.items()})
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                conn.send(("close", None))
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        for env in self._local:
+            env.close()
+        self._procs, self._conns, self._local = [], [], []
+
+    def __enter__(self) -> VectorEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

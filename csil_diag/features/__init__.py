@@ -1,0 +1,1 @@
+"""The --input spec, feature sources, normalisation and demo feature loading."""

@@ -1,0 +1,94 @@
+"""Feature sources: how each ``--input`` name is read from an observation dict.
+
+The same functions serve demos (arrays stacked over time from robomimic HDF5) and online rollouts
+(one env's observation), so expert and online states are featurised identically. Only robomimic's
+standard keys are required, so real robomimic datasets work too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from csil_diag.envs.tasks import eef_vector, joints_vector
+from csil_diag.errors import UserError
+from csil_diag.features.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named feature source computed from robomimic observation keys."""
+
+    name: str
+    keys: tuple[str, ...]
+    compute: Callable[[dict[str, np.ndarray]], np.ndarray]
+    description: str
+
+
+def _eef(obs: dict[str, np.ndarray]) -> np.ndarray:
+    return eef_vector(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
+
+
+def _joints(obs: dict[str, np.ndarray]) -> np.ndarray:
+    return joints_vector(obs["robot0_joint_pos"], obs["robot0_gripper_qpos"])
+
+
+def _object(obs: dict[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(obs["object"], np.float32)
+
+
+LOWDIM_SOURCES: dict[str, Source] = {
+    "eef": Source(
+        "eef",
+        ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"),
+        _eef,
+        "end-effector position, axis-angle, gripper (8)",
+    ),
+    "joints": Source(
+        "joints",
+        ("robot0_joint_pos", "robot0_gripper_qpos"),
+        _joints,
+        "arm joint positions and gripper fingers (9)",
+    ),
+    "object": Source("object", ("object",), _object, "oracle object state (10 lift, 14 can/square)"),
+}
+# Sources that need a model: name -> why it is unavailable (and what to do).
+MODEL_SOURCES: dict[str, str] = {
+    "pi0": "source 'pi0' needs csil-diag's π0 embeddings, which are not available in this release; "
+    "use the low-dimensional sources: eef, joints, object",
+}
+
+
+def available_sources() -> list[str]:
+    return [*LOWDIM_SOURCES, *MODEL_SOURCES]
+
+
+def check_sources(spec: InputSpec) -> None:
+    """Every name in the spec must be a known, available source."""
+    for name in spec.names:
+        if name not in LOWDIM_SOURCES:
+            if name in MODEL_SOURCES:
+                raise UserError(MODEL_SOURCES[name])
+            raise UserError(f"unknown --input source {name!r}; available: {', '.join(available_sources())}")
+
+
+def required_keys(spec: InputSpec) -> tuple[str, ...]:
+    """The robomimic observation keys the spec reads."""
+    check_sources(spec)
+    keys: list[str] = []
+    for name in spec.names:
+        keys += [k for k in LOWDIM_SOURCES[name].keys if k not in keys]
+    return tuple(keys)
+
+
+def featurize(spec: InputSpec, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Observation dict (arrays with any leading shape) → features (..., D), sliced and concatenated."""
+    check_sources(spec)
+    parts = []
+    for term in spec.sources:
+        values = LOWDIM_SOURCES[term.name].compute(obs)
+        start, stop = term.bounds(values.shape[-1])
+        parts.append(np.asarray(values[..., start:stop], np.float32))
+    return np.concatenate(parts, axis=-1)

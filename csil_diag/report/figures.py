@@ -1,0 +1,180 @@
+"""Figures of the stationarity report; each takes run tables and returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+PALETTE = sns.color_palette("colorblind")
+SPLIT_STYLE = {
+    "online": {"color": PALETTE[3], "label": "online (stochastic rollouts)", "ls": "-"},
+    "valid": {"color": PALETTE[0], "label": "expert, held-out demos", "ls": "-"},
+    "train": {"color": PALETTE[0], "label": "expert, training demos", "ls": "--"},
+}
+plt.rcParams.update(
+    {
+        "font.size": 11,
+        "axes.titlesize": 12,
+        "axes.labelsize": 11,
+        "legend.fontsize": 9,
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+    }
+)
+
+
+def run_label(meta: dict) -> str:
+    cfg = meta["config"]
+    cov = cfg["hetstat"]["covariance"]
+    label = f"{cfg['task']} · {cfg['input']}"
+    return label if cov == "full" else f"{label} · DIAGONAL covariance"
+
+
+def _seed_band(ax, frame: pd.DataFrame, column: str, style: dict) -> None:
+    """Mean ± std over seeds against the BC step."""
+    stats = frame.groupby("step")[column].agg(["mean", "std", "count"]).reset_index()
+    stats["std"] = stats["std"].fillna(0.0)
+    ax.plot(stats["step"], stats["mean"], color=style["color"], ls=style["ls"], lw=2, label=style["label"])
+    ax.fill_between(
+        stats["step"],
+        stats["mean"] - stats["std"],
+        stats["mean"] + stats["std"],
+        color=style["color"],
+        alpha=0.18,
+        lw=0,
+    )
+
+
+def _grid(n: int, width: float = 5.2, height: float = 3.8) -> tuple[Figure, np.ndarray]:
+    cols = min(n, 2)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def entropy_curves(runs: list[tuple[dict, pd.DataFrame]], column: str = "entropy") -> Figure:
+    """Online vs expert entropy during BC pre-training, one panel per run (thesis Fig. 6.4)."""
+    fig, axes = _grid(len(runs))
+    for ax, (meta, table) in zip(axes.flat, runs, strict=False):
+        for split, style in SPLIT_STYLE.items():
+            _seed_band(ax, table[table.split == split], column, style)
+        seeds = table.seed.nunique()
+        ax.set_title(f"{run_label(meta)}  ({seeds} seed{'s' * (seeds > 1)})")
+        ax.set_xlabel("BC pre-training step")
+        what = "action entropy H(s) [nats]" if column == "entropy" else "pre-squash Gaussian entropy [nats]"
+        ax.set_ylabel(what)
+        ax.legend(loc="best")
+    name = "Action entropy" if column == "entropy" else "Pre-squash Gaussian entropy (predictive variance)"
+    fig.suptitle(f"{name} on online vs expert states during pre-training (mean ± std over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def separation_curves(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    """AUROC (online vs expert) and the entropy gap with its 95 % CI, per run."""
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.6 * len(runs)), squeeze=False)
+    for row, (meta, table) in zip(axes, runs, strict=False):
+        online = table[table.split == "online"]
+        ax = row[0]
+        for col, style in (
+            ("auroc_valid", SPLIT_STYLE["valid"]),
+            ("auroc_train", SPLIT_STYLE["train"]),
+            ("auroc_gauss_valid", {"color": PALETTE[2], "ls": "-.", "label": "held-out, Gaussian entropy"}),
+        ):
+            label = style["label"] if col == "auroc_gauss_valid" else f"vs {style['label']}"
+            _seed_band(ax, online, col, {**style, "label": label})
+        ax.axhline(0.5, color="grey", lw=1, ls=":")
+        ax.axhline(0.8, color="grey", lw=1, ls="--", alpha=0.6)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel("BC pre-training step")
+        ax.set_ylabel("AUROC (online > expert)")
+        ax.set_title(f"{run_label(meta)}: separation")
+        ax.legend(loc="lower right")
+        ax = row[1]
+        for seed, frame in online.groupby("seed"):
+            color = PALETTE[int(seed) % len(PALETTE)]
+            ax.errorbar(
+                frame["step"],
+                frame["gap_valid"],
+                yerr=[frame["gap_valid"] - frame["gap_valid_lo"], frame["gap_valid_hi"] - frame["gap_valid"]],
+                color=color,
+                marker="o",
+                ms=3,
+                capsize=2,
+                lw=1.2,
+                label=f"seed {seed}",
+            )
+        ax.axhline(0.0, color="grey", lw=1, ls=":")
+        ax.set_xlabel("BC pre-training step")
+        ax.set_ylabel("H(online) − H(held-out) [nats]")
+        ax.set_title("entropy gap, 95 % cluster-bootstrap CI")
+        ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def per_dimension(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    """Per action dimension at the last step: mean std (online vs held-out) and the std AUROC."""
+    dims = ["Δx", "Δy", "Δz", "Δrx", "Δry", "Δrz", "grip"]
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.4 * len(runs)), squeeze=False)
+    for row, (meta, table) in zip(axes, runs, strict=False):
+        last = table[table.step == table.step.max()]
+        x = np.arange(len(dims))
+        for offset, split in ((-0.2, "valid"), (0.2, "online")):
+            frame = last[last.split == split]
+            means = [frame[f"std_dim{i}"].mean() for i in range(len(dims))]
+            sds = [frame[f"std_dim{i}"].std() if len(frame) > 1 else 0.0 for i in range(len(dims))]
+            row[0].bar(
+                x + offset,
+                means,
+                width=0.4,
+                yerr=sds,
+                color=SPLIT_STYLE[split]["color"],
+                label=SPLIT_STYLE[split]["label"],
+                capsize=2,
+            )
+        row[0].set_xticks(x, dims)
+        row[0].set_ylabel("predictive std σ_i")
+        row[0].set_title(f"{run_label(meta)}: std per dimension (step {int(last.step.max())})")
+        row[0].legend(loc="best")
+        online = last[last.split == "online"]
+        aurocs = [online[f"auroc_std_dim{i}_valid"].mean() for i in range(len(dims))]
+        row[1].bar(x, aurocs, color=PALETTE[2])
+        row[1].axhline(0.5, color="grey", lw=1, ls=":")
+        row[1].set_ylim(0, 1)
+        row[1].set_xticks(x, dims)
+        row[1].set_ylabel("AUROC of σ_i (online > held-out)")
+        row[1].set_title("which dimensions separate")
+    fig.tight_layout()
+    return fig
+
+
+def success_curves(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    """Deterministic-policy success rate during pre-training."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (meta, table) in enumerate(runs):
+        online = table[table.split == "online"]
+        _seed_band(
+            ax,
+            online,
+            "success_rate",
+            {"color": PALETTE[i % len(PALETTE)], "ls": "-", "label": run_label(meta)},
+        )
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("BC pre-training step")
+    ax.set_ylabel("success rate (deterministic policy)")
+    ax.set_title("Task success during pre-training (mean ± std over seeds)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,174 @@
+"""`csil-diag report`: a multi-page PDF (plus one PNG per figure) that reads only run directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from csil_diag import __version__
+from csil_diag.errors import UserError
+from csil_diag.report import figures
+from csil_diag.runs import now_utc
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    pdf: Path
+    pngs: list[Path]
+    pages: int
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """(config.json, entropy.parquet) of a run directory, with one-line errors."""
+    run_dir = Path(run_dir)
+    cfg, table = run_dir / "config.json", run_dir / "entropy.parquet"
+    if not cfg.exists():
+        raise UserError(f"{run_dir} is not a csil-diag run directory (no config.json); run `csil-diag entropy` first")
+    if not table.exists():
+        raise UserError(f"{run_dir} has no entropy.parquet yet; let `csil-diag entropy` finish a point first")
+    meta = json.loads(cfg.read_text())
+    frame = pd.read_parquet(table)
+    if frame.empty:
+        raise UserError(f"{table} is empty; let `csil-diag entropy` finish a point first")
+    meta["run_dir"] = str(run_dir)
+    return meta, frame
+
+
+def _text_page(title: str, lines: list[str], mono: bool = False) -> Figure:
+    """A landscape A4 page of text; long lines are wrapped, never cut."""
+    width = 150 if mono else 125
+    wrapped = [piece for line in lines for piece in (textwrap.wrap(line, width, subsequent_indent="      ") or [""])]
+    fig = plt.figure(figsize=(11.69, 8.27))
+    fig.text(0.05, 0.95, title, fontsize=16, weight="bold", va="top")
+    fig.text(
+        0.05,
+        0.90,
+        "\n".join(wrapped),
+        fontsize=8 if mono else 9.5,
+        va="top",
+        family="monospace" if mono else None,
+        linespacing=1.35,
+    )
+    return fig
+
+
+def cover_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    lines = [
+        f"csil-diag {__version__} · report generated {now_utc()}",
+        "",
+        "Question: does the HetStat's action entropy on online states (visited by its own stochastic",
+        "rollouts) rise above its entropy on expert states during BC pre-training?  CSIL's coherent reward",
+        "and exploration rely on it (thesis §3.2, §6.3).  Every number here comes from the run directories",
+        "listed below; nothing is recomputed.",
+        "",
+    ]
+    for meta, table in runs:
+        cfg = meta["config"]
+        hs, bc = cfg["hetstat"], cfg["bc"]
+        lines += [
+            f"Run {meta['run_dir']}  ({figures.run_label(meta)})",
+            f"  demos {cfg['demos']}  (sha256 {meta['demos']['fingerprint']}): "
+            f"{meta['demos']['train_demos']} train / {meta['demos']['valid_demos']} held-out demos, "
+            f"{meta['demos']['train_states']} / {meta['demos']['valid_states']} states",
+            f"  seeds {sorted(table.seed.unique().tolist())}; BC steps {cfg['steps']} "
+            f"(evaluated every {cfg['every']}); "
+            f"lr {bc['learning_rate']}, batch {bc['batch_size']}, AdamW wd {bc['weight_decay']}, mode {bc['mode']}",
+            f"  HetStat: hidden {hs['hidden']}, bottleneck {hs['bottleneck']}, F = {hs['features']}, "
+            f"{hs['activation']}, {hs['covariance']} covariance, log ℓ₀ {hs['log_lengthscale_init']}",
+            f"  entropy: K = {cfg['k_samples']} samples/state; online states from {cfg['episodes']} stochastic "
+            f"rollouts; success from {cfg['eval_episodes']} deterministic rollouts",
+            f"  input width {meta['input_width']}, normalised with training-demo statistics, "
+            f"std floor {cfg['std_floor']}",
+            f"  created {meta.get('created')}, updated {meta.get('updated')}",
+            "",
+        ]
+    v = runs[0][0]["versions"]
+    lines += [
+        "Versions: " + ", ".join(f"{k} {v[k]}" for k in ("jax", "flax", "robosuite", "mujoco", "numpy") if k in v),
+        f"Machine: {v.get('machine')} · {v.get('cpus')} CPUs · Python {v.get('python')}",
+    ]
+    return _text_page("Stationarity analysis of the HetStat residual", lines)
+
+
+def summary_table(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    header = (
+        f"{'run':<34}{'step':>6}{'H train':>9}{'H valid':>9}{'H online':>10}{'AUROC v':>9}{'AUROC t':>9}"
+        f"{'best v (step)':>15}{'success':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for meta, table in runs:
+        last_step = table.step.max()
+        last = table[table.step == last_step]
+        online_all = table[table.split == "online"]
+        mean = lambda split, col, last=last: last[last.split == split][col].mean()
+        by_step = online_all.groupby("step").auroc_valid.mean()
+        label = figures.run_label(meta)[:33]
+        lines.append(
+            f"{label:<34}{int(last_step):>6}{mean('train', 'entropy'):>9.2f}{mean('valid', 'entropy'):>9.2f}"
+            f"{mean('online', 'entropy'):>10.2f}{mean('online', 'auroc_valid'):>9.3f}"
+            f"{mean('online', 'auroc_train'):>9.3f}"
+            f"{by_step.max():>9.3f} ({int(by_step.idxmax())}){mean('online', 'success_rate'):>8.0%}"
+        )
+    lines += ["", "Per seed at the last step (gap = H(online) − H(held-out), 95 % cluster-bootstrap CI):", ""]
+    for meta, table in runs:
+        last = table[(table.step == table.step.max()) & (table.split == "online")]
+        for r in last.itertuples():
+            lines.append(
+                f"  {figures.run_label(meta)[:40]:<41} seed {r.seed}: gap {r.gap_valid:+.2f} "
+                f"[{r.gap_valid_lo:+.2f}, {r.gap_valid_hi:+.2f}], AUROC {r.auroc_valid:.3f}, "
+                f"Gaussian-entropy AUROC {r.auroc_gauss_valid:.3f}, success {r.success_rate:.0%}"
+            )
+    lines += [
+        "",
+        "Columns: mean over seeds; AUROC v / t = online vs held-out / training expert states, scored",
+        "by the per-state entropy; 'best v' = the highest seed-mean AUROC vs held-out over all steps.",
+    ]
+    return _text_page("Summary", lines, mono=True)
+
+
+def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> ReportSummary:
+    """Write ``out`` (PDF) and ``<out stem>_<figure>.png`` beside it."""
+    if not run_dirs:
+        raise UserError("give at least one run directory, e.g. csil-diag report runs/lift-lowdim")
+    runs = [load_run(d) for d in run_dirs]
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out.parent} ({exc.strerror}); choose another --out") from None
+    pages = {
+        "cover": cover_page(runs),
+        "entropy": figures.entropy_curves(runs, "entropy"),
+        "gaussian_entropy": figures.entropy_curves(runs, "gaussian_entropy"),
+        "separation": figures.separation_curves(runs),
+        "per_dimension": figures.per_dimension(runs),
+        "success": figures.success_curves(runs),
+        "summary": summary_table(runs),
+    }
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    pngs = []
+    try:
+        with PdfPages(
+            tmp, metadata={"Title": "csil-diag stationarity analysis", "Creator": f"csil-diag {__version__}"}
+        ) as pdf:
+            for name, fig in pages.items():
+                pdf.savefig(fig)
+                if name not in ("cover", "summary"):
+                    png = out.with_name(f"{out.stem}_{name}.png")
+                    fig.savefig(png, bbox_inches="tight")
+                    pngs.append(png)
+                plt.close(fig)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return ReportSummary(out, pngs, len(pages))
