@@ -21,6 +21,15 @@ app = typer.Typer(
 demos_app = typer.Typer(help="Scripted demonstrations in robomimic's HDF5 layout.", pretty_exceptions_enable=False)
 app.add_typer(demos_app, name="demos")
 
+
+def _register_vla() -> None:
+    from csil_diag.vla.cli import vla_app
+
+    app.add_typer(vla_app, name="vla", help="π0 in flax: openpi checkpoints, fixtures, parameter trees.")
+
+
+_register_vla()
+
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 

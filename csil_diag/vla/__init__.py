@@ -1,0 +1,12 @@
+"""π0 in flax linen, parameter-compatible with openpi checkpoints, with embedding extraction.
+
+config      frozen configs and presets (pi0_base, pi0_lora, pi0_tiny), fixture specs
+gemma       the two-expert Gemma transformer (shared attention, scanned layers, KV cache)
+siglip      the SigLIP vision tower
+lora        LoRA layout and openpi's freeze rule
+pi0         the model, flow-matching loss, Euler sampling + embedding sites in one jitted call
+tokenizer   π0 prompt format: built-in byte tokenizer, or PaliGemma's sentencepiece model
+checkpoint  openpi-layout checkpoints (orbax params, norm stats) — read and write
+fixture     golden-fixture check against outputs of the real openpi code
+cli         ``csil-diag vla`` (check-fixture, params, bench)
+"""
