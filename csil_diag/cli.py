@@ -192,12 +192,16 @@ def entropy(
     std_floor: float = typer.Option(None, help="floor on the per-feature std used to normalise inputs [0.01]"),
     checkpoints: str = typer.Option(None, help="every (params at every point) | last"),
     workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
+    model: Path = typer.Option(None, help="π0 checkpoint for pi0 / residual modes (default: the embedded tiny model)"),
+    mode: str = typer.Option(None, help="head, residual or ensemble on the VLA action (default: residual with pi0)"),
+    site: str = typer.Option("state", help="π0 embedding site: state | actions | prefix"),
+    replan: int = typer.Option(1, help="online: query π0 every this many steps (reusing its chunk)"),
 ) -> None:
     """Online vs expert action entropy during BC pre-training of a HetStat (thesis Fig. 6.4)."""
     from dataclasses import replace
 
     from csil_diag.config import BCConfig, HetStatConfig
-    from csil_diag.diag.entropy_run import EntropyConfig, EntropyRun, apply_preset
+    from csil_diag.diag.entropy_run import EntropyConfig, EntropyRun, apply_preset, default_mode
 
     config = apply_preset(EntropyConfig(task=task, input=input, demos=str(demos)), preset)
     given = {
@@ -209,9 +213,12 @@ def entropy(
         "std_floor": std_floor,
         "checkpoints": checkpoints,
         "seeds": tuple(int(x) for x in _csv(seeds)) if seeds else None,
+        "model": str(model) if model is not None else None,
+        "site": site,
+        "replan": replan,
     }
     hetstat = {"covariance": covariance, "activation": activation}
-    bc = {"learning_rate": lr, "batch_size": batch_size}
+    bc = {"learning_rate": lr, "batch_size": batch_size, "mode": mode or default_mode(input)}
     config = replace(
         config,
         **{k: v for k, v in given.items() if v is not None},
@@ -219,7 +226,8 @@ def entropy(
         bc=BCConfig(**{**config.bc.__dict__, **{k: v for k, v in bc.items() if v is not None}}),
     )
     workers = workers or (os.cpu_count() or 1)
-    run = EntropyRun(config, out, workers)
+    run = EntropyRun(config, out, workers, on_embed=_count_bar("π0 embeddings of the demos"))
+    config = run.config  # with the VLA model resolved
     points = config.points
     total = len(points) * len(config.seeds)
     with _progress() as progress:
@@ -252,7 +260,8 @@ def entropy(
 def _print_entropy_summary(table, config, out: Path) -> None:
     last = table[table.step == table.step.max()]
     title = (
-        f"{config.task} · {config.input} · {config.hetstat.covariance} covariance · step {int(table.step.max())}"
+        f"{config.task} · {config.input} · mode {config.bc.mode} · {config.hetstat.covariance} covariance"
+        f" · step {int(table.step.max())}"
         f" · K={config.k_samples}"
     )
     summary = Table(
@@ -283,6 +292,47 @@ def _print_entropy_summary(table, config, out: Path) -> None:
     best = table[table.split == "online"].auroc_valid.max()
     console.print(f"best AUROC (online vs held-out expert) over all points: {best:.3f}")
     console.print(f"wrote {out}/entropy.parquet ({len(table)} rows), {out}/config.json, checkpoints/ and states/")
+
+
+# ------------------------------------------------------------------------------------------ embed
+def _count_bar(description: str):
+    """A progress callback ``(done, total)`` that draws a bar from its first call and removes it when done."""
+    progress, bars = _progress(), {}
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            progress.start()
+            bars["bar"] = progress.add_task(description, total=total, status="")
+        progress.update(bars["bar"], completed=done)
+        if done >= total:
+            progress.stop()
+
+    return update
+
+
+@app.command()
+def embed(
+    demos: Path = typer.Option(..., help="robomimic HDF5 with camera images (agentview, wrist)"),
+    model: Path = typer.Option(None, help="π0 checkpoint directory (default: the embedded tiny model)"),
+    site: str = typer.Option("state", help="embedding site: state | actions | prefix"),
+    batch: int = typer.Option(32, help="observations per model call"),
+    seed: int = typer.Option(0, help="seed of the flow-matching noise (the VLA's actions)"),
+) -> None:
+    """π0's embedding and action for every demo state, cached beside the dataset (<demos>.embeddings/)."""
+    from csil_diag.vla.embed import ensure_embeddings
+    from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
+
+    policy = VLAPolicy.load(resolve_model_dir(model), site=site, batch_size=batch, seed=seed)
+    result = ensure_embeddings(policy, demos, _count_bar("π0 embeddings"))
+    what = f"{result.n_states} states of {len(result.table.demos)} demos (site {site}, width {result.width})"
+    if result.computed:
+        console.print(
+            f"embedded {what} in {result.seconds:.1f} s: {result.obs_per_s:.1f} obs/s at batch {batch} "
+            "after compilation"
+        )
+    else:
+        console.print(f"reused the cached embeddings of {what}")
+    console.print(f"{result.path}")
 
 
 # ----------------------------------------------------------------------------------------- report

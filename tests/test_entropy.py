@@ -126,8 +126,8 @@ def test_report_from_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (
-            ("entropy", "--task", "lift", "--input", "pi0+joints", "--demos", "DEMOS", "--out", "o"),
-            "source 'pi0' needs",
+            ("entropy", "--task", "lift", "--input", "pi0+joints", "--model", "x", "--demos", "DEMOS", "--out", "o"),
+            "no checkpoint directory",
         ),
         (
             ("entropy", "--task", "lift", "--input", "object[:99]", "--demos", "DEMOS", "--out", "o"),

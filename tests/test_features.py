@@ -54,7 +54,6 @@ def test_parse_and_widths() -> None:
         ("joints[::2]", "cannot parse"),
         ("wrist_cam", "unknown --input source 'wrist_cam'; available: eef, joints, object, pi0"),
         ("joints+joints", "appears twice"),
-        ("pi0[:256]+joints", "source 'pi0' needs"),
     ],
 )
 def test_spec_errors(text: str, message: str) -> None:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -36,12 +36,12 @@ from csil_diag.config import BCConfig, HetStatConfig, from_dict
 from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
 from csil_diag.diag.rollouts import RolloutResult, run_episodes
-from csil_diag.envs.tasks import ACTION_DIM, task_from_env_name, task_spec
+from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
-from csil_diag.features.dataset import DemoFeatures, load_demo_features
+from csil_diag.features.dataset import DemoFeatures, dataset_task, load_demo_features
 from csil_diag.features.normalize import Normalizer
-from csil_diag.features.sources import check_sources, featurize
+from csil_diag.features.sources import check_sources, check_widths, featurize, model_sources
 from csil_diag.features.spec import InputSpec
 from csil_diag.policy import tanh_gaussian as tg
 from csil_diag.policy.hetstat import HetStat
@@ -54,6 +54,10 @@ from csil_diag.runs import (
     save_pytree,
     versions,
 )
+
+if TYPE_CHECKING:
+    from csil_diag.vla.embed import EmbedResult
+    from csil_diag.vla.policy import VLAPolicy
 
 TRAIN_CHUNK = 100  # BC steps per jitted call
 
@@ -78,6 +82,10 @@ class EntropyConfig:
     horizon: int | None = None  # None: the task's (400); shorter only for quick checks
     hetstat: HetStatConfig = field(default_factory=HetStatConfig)
     bc: BCConfig = field(default_factory=BCConfig)
+    # The VLA (π0), used when --input has pi0 or bc.mode composes with its action (residual / ensemble):
+    model: str | None = None  # checkpoint directory (None: the embedded default)
+    site: str = "state"  # embedding site: state | actions | prefix
+    replan: int = 1  # online: query the VLA every this many steps (reusing its chunk and last embedding)
 
     def __post_init__(self) -> None:
         task_spec(self.task)
@@ -90,6 +98,17 @@ class EntropyConfig:
             raise UserError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
         if self.checkpoints not in ("every", "last"):
             raise UserError("--checkpoints must be every or last")
+        if self.replan < 1:
+            raise UserError(f"--replan must be ≥ 1 (got {self.replan})")
+        from csil_diag.vla.pi0 import EMBEDDING_SITES
+
+        if self.site not in EMBEDDING_SITES:
+            raise UserError(f"--site must be one of {', '.join(EMBEDDING_SITES)} (got {self.site!r})")
+
+    @property
+    def uses_vla(self) -> bool:
+        """True when the VLA feeds the input or is the base the HetStat composes with."""
+        return bool(model_sources(InputSpec.parse(self.input))) or self.bc.mode != "head"
 
     @property
     def points(self) -> list[int]:
@@ -99,6 +118,10 @@ class EntropyConfig:
         """The settings a resumed run must share (seeds may be added)."""
         data = asdict(self)
         data.pop("seeds")
+        data.pop("model")  # the VLA is identified by its fingerprint (EntropyRun adds it), not by its path
+        if not self.uses_vla:  # low-dim runs keep the identity they had before the VLA options existed
+            data.pop("site")
+            data.pop("replan")
         return json.loads(json.dumps(data))  # tuples → lists, as read back from config.json
 
 
@@ -117,6 +140,11 @@ class PointResult:
     rows: list[dict[str, Any]]
 
 
+def default_mode(input_spec: str) -> str:
+    """With a VLA in the input, the HetStat is a residual on the VLA's action (thesis §4); else the only head."""
+    return "residual" if model_sources(InputSpec.parse(input_spec)) else "head"
+
+
 def _rollout_seeds(seed: int, n: int) -> list[int]:
     # The same initial states at every point of a seed: curves then show the policy changing, not luck.
     return [int(np.random.SeedSequence([seed, e, 0xE17]).generate_state(1)[0]) for e in range(n)]
@@ -125,17 +153,30 @@ def _rollout_seeds(seed: int, n: int) -> list[int]:
 class EntropyRun:
     """One run directory: data, model and evaluation shared by all seeds."""
 
-    def __init__(self, config: EntropyConfig, out: str | os.PathLike, workers: int) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: EntropyConfig,
+        out: str | os.PathLike,
+        workers: int,
+        on_embed: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.out = Path(out)
         self.workers = workers
         self.spec = InputSpec.parse(config.input)
+        self.n_envs = max(config.episodes, config.eval_episodes)
+        self.vla: VLAPolicy | None = None
+        self.embedded: EmbedResult | None = None
+        self.config = config
         self._check_task_matches_demos()
-        self.train = load_demo_features(config.demos, self.spec, "train")
-        self.valid = load_demo_features(config.demos, self.spec, "valid")
+        if config.uses_vla:
+            self._load_vla(on_embed)
+        model = None if self.embedded is None else self.embedded.outputs
+        self.train = load_demo_features(self.config.demos, self.spec, "train", model)
+        self.valid = load_demo_features(self.config.demos, self.spec, "valid", model)
         self.normalizer = Normalizer.fit(self.train.x, config.std_floor)
         self.x_train = jnp.asarray(self.normalizer(self.train.x))
         self.a_train = jnp.asarray(self.train.actions)
+        self.base_train = self._base(self.train.base_actions)
         self.model = HetStat(config.hetstat, ACTION_DIM)
         self.train_fn = make_train_fn(self.model, config.bc)
         self.evaluate = make_state_evaluator(self.model, config.bc.mode, config.k_samples)
@@ -144,11 +185,34 @@ class EntropyRun:
         self._prepare_dir()
 
     # ------------------------------------------------------------------------------------ set-up
+    def _load_vla(self, on_embed: Callable[[int, int], None] | None) -> None:
+        """The VLA (one policy, one compiled batch size for demos and rollouts) and its demo outputs."""
+        from csil_diag.vla.embed import SOURCE, ensure_embeddings
+        from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
+
+        model_dir = resolve_model_dir(self.config.model)
+        self.config = replace(self.config, model=str(model_dir))
+        self.vla = VLAPolicy.load(model_dir, site=self.config.site, batch_size=self.n_envs)
+        check_widths(self.spec, {SOURCE: self.vla.width})
+        self.embedded = ensure_embeddings(self.vla, self.config.demos, on_embed)
+
+    def _base(self, base_actions: np.ndarray | None) -> jnp.ndarray | None:
+        """The VLA actions the HetStat composes with (None in head mode: the HetStat acts alone)."""
+        if self.config.bc.mode == "head" or base_actions is None:
+            return None
+        return jnp.asarray(base_actions)
+
+    def identity(self) -> dict[str, Any]:
+        identity = self.config.identity()
+        if self.vla is not None:
+            identity["vla_model"] = self.vla.fingerprint
+        return identity
+
     def _check_task_matches_demos(self) -> None:
         from csil_diag.data.robomimic import read_info
 
         info = read_info(self.config.demos)
-        demo_task = info.env_args.get("task") or task_from_env_name(info.env_args.get("env_name", "?"))
+        demo_task = dataset_task(self.config.demos)
         if demo_task != self.config.task:
             raise UserError(f"{self.config.demos} holds {demo_task} demos but --task is {self.config.task}")
         if not info.masks.get("valid"):
@@ -160,14 +224,14 @@ class EntropyRun:
         if len(data.x) <= limit:
             return data
         idx = np.sort(np.random.default_rng(0).choice(len(data.x), limit, replace=False))
-        return DemoFeatures(data.x[idx], data.actions[idx], data.episode[idx], data.demos)
+        return data.take(idx)
 
     def _prepare_dir(self) -> None:
         path = self.out / "config.json"
         saved = {
             "kind": "entropy",
             "config": asdict(self.config),
-            "identity": self.config.identity(),
+            "identity": self.identity(),
             "input_width": int(self.train.x.shape[1]),
             "normalizer": self.normalizer.to_dict(),
             "demos": {
@@ -180,6 +244,15 @@ class EntropyRun:
             },
             "versions": versions(),
         }
+        if self.vla is not None and self.embedded is not None:
+            saved["vla"] = {
+                "model_dir": self.config.model,
+                "fingerprint": self.vla.fingerprint,
+                "site": self.vla.site,
+                "width": self.vla.width,
+                "replan": self.config.replan,
+                "embeddings": str(self.embedded.path),
+            }
         if path.exists():
             old = json.loads(path.read_text())
             if old.get("identity") != saved["identity"]:
@@ -196,26 +269,38 @@ class EntropyRun:
         atomic_write_json(path, saved)
 
     # ------------------------------------------------------------------------------------ policy
-    def _act_impl(self, params, x, key, stochastic: bool):
+    def _act_impl(self, params, x, base, key, stochastic: bool):
         mu, std = self.model.apply(params, x)
         mode = self.config.bc.mode
         if not stochastic:
-            return tg.deterministic_action(mode, mu)
-        actions, _ = tg.sample(key, mode, mu, std, None, 1)
+            return tg.deterministic_action(mode, mu, base)
+        actions, _ = tg.sample(key, mode, mu, std, base, 1)
         return actions[0]
 
     def make_policy(self, params, stochastic: bool, seed: int, batch: int):
         counter = [0]
+        actor = None
+        if self.vla is not None:
+            from csil_diag.vla.embed import SOURCE
+            from csil_diag.vla.policy import ChunkedActor
 
-        def policy(obs_list: list[dict[str, np.ndarray]]):
-            raw = np.stack([featurize(self.spec, o) for o in obs_list])
-            x = self.normalizer(raw)
-            pad = batch - len(x)  # one compiled shape however many episodes are still running
-            x = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)]) if pad > 0 else x
+            actor = ChunkedActor(self.vla, self.config.task, self.config.replan)
+
+        def policy(obs_list: list[dict[str, np.ndarray]], envs: list[int], fresh: list[bool]):
+            vla_actions = embeddings = None
+            if actor is not None:
+                vla_actions, embeddings = actor(obs_list, envs, fresh)
+            values = [None] * len(obs_list) if embeddings is None else [{SOURCE: e} for e in embeddings]
+            raw = np.stack([featurize(self.spec, o, v) for o, v in zip(obs_list, values, strict=True)])
+            pad = max(batch - len(raw), 0)  # one compiled shape however many episodes are still running
+            x = np.concatenate([self.normalizer(raw), np.zeros((pad, raw.shape[1]), np.float32)])
+            base = self._base(vla_actions)
+            if base is not None:
+                base = jnp.concatenate([base, jnp.zeros((pad, base.shape[1]), base.dtype)])
             key = jax.random.fold_in(jax.random.key(seed), counter[0])
             counter[0] += 1
-            actions = np.asarray(self._act(params, jnp.asarray(x), key, stochastic=stochastic))
-            return actions[: len(raw)], raw, None
+            actions = np.asarray(self._act(params, jnp.asarray(x), base, key, stochastic=stochastic))
+            return actions[: len(raw)], raw, vla_actions
 
         return policy
 
@@ -240,20 +325,16 @@ class EntropyRun:
         step = int(state.step)
         eval_seed = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
         expert = {
-            "train": (
-                self.expert_train,
-                self.evaluate(state.params, self.normalizer(self.expert_train.x), None, eval_seed),
-            ),
-            "valid": (
-                self.valid,
-                self.evaluate(state.params, self.normalizer(self.valid.x), None, eval_seed + 1),
-            ),
+            "train": (self.expert_train, self._evaluate(state.params, self.expert_train, eval_seed)),
+            "valid": (self.valid, self._evaluate(state.params, self.valid, eval_seed + 1)),
         }
         seeds = _rollout_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
         online: RolloutResult = run_episodes(
             venv, self.make_policy(state.params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
         )
-        online_metrics = self.evaluate(state.params, self.normalizer(online.features), None, eval_seed + 3)
+        online_metrics = self.evaluate(
+            state.params, self.normalizer(online.features), self._base(online.base_actions), eval_seed + 3
+        )
         success = float("nan")
         if cfg.eval_episodes:
             det = run_episodes(venv, self.make_policy(state.params, False, 0, venv.n_envs), seeds[: cfg.eval_episodes])
@@ -269,6 +350,8 @@ class EntropyRun:
             "k_samples": cfg.k_samples,
             **{f"bc_{k}": v for k, v in metrics.items()},
         }
+        if self.vla is not None:
+            base |= {"vla_model": self.vla.fingerprint, "site": self.vla.site, "replan": cfg.replan}
         rows = []
         for split, (data, m) in expert.items():
             rows.append(
@@ -309,12 +392,15 @@ class EntropyRun:
         atomic_write_parquet(self.out / "states" / f"seed{seed}_step{step:08d}.parquet", states)
         return PointResult(seed, step, rows)
 
+    def _evaluate(self, params, data: DemoFeatures, seed: int):
+        return self.evaluate(params, self.normalizer(data.x), self._base(data.base_actions), seed)
+
     def _demo_fit(self, params, data: DemoFeatures) -> dict[str, float]:
-        """MSE of the deterministic action and NLL of the demo actions on one split."""
+        """MSE of the deterministic action and NLL of the demo actions on one split (composed with the VLA)."""
         mu, std = self.model.apply(params, jnp.asarray(self.normalizer(data.x)))
-        mode = self.config.bc.mode
-        mse = float(jnp.mean(jnp.square(tg.deterministic_action(mode, mu) - data.actions)))
-        nll = float(-jnp.mean(tg.log_prob(mode, jnp.asarray(data.actions), mu, std)))
+        mode, base = self.config.bc.mode, self._base(data.base_actions)
+        mse = float(jnp.mean(jnp.square(tg.deterministic_action(mode, mu, base) - data.actions)))
+        nll = float(-jnp.mean(tg.log_prob(mode, jnp.asarray(data.actions), mu, std, base)))
         return {"demo_mse": mse, "demo_nll": nll}
 
     # ------------------------------------------------------------------------------------ one seed
@@ -337,7 +423,7 @@ class EntropyRun:
             while int(state.step) < point:
                 n = min(TRAIN_CHUNK, point - int(state.step))
                 key = jax.random.fold_in(jax.random.key(seed), int(state.step))
-                state, out = self.train_fn(state, key, self.x_train, self.a_train, None, n_steps=n)
+                state, out = self.train_fn(state, key, self.x_train, self.a_train, self.base_train, n_steps=n)
                 metrics = {k: float(v) for k, v in out.items()}
                 if not math.isfinite(metrics["loss"]):
                     raise UserError(
@@ -355,8 +441,10 @@ class EntropyRun:
             on_event("done", seed, point)
 
     def run(self, on_event: Callable[[str, int, int], None] = lambda *a: None) -> pd.DataFrame:
-        n_envs = max(self.config.episodes, self.config.eval_episodes)
-        with VectorEnv(self.config.task, n_envs, workers=self.workers, seed=0, horizon=self.config.horizon) as venv:
+        cameras = {} if self.vla is None else {"cameras": self.vla.cameras, "image_size": self.vla.image_size}
+        with VectorEnv(
+            self.config.task, self.n_envs, workers=self.workers, seed=0, horizon=self.config.horizon, **cameras
+        ) as venv:
             for seed in self.config.seeds:
                 self.run_seed(venv, seed, on_event)
         return self.rebuild_table()

@@ -9,8 +9,13 @@ import numpy as np
 
 from csil_diag.envs.vector import VectorEnv
 
-# policy(list of observation dicts) -> (actions (n, A), features (n, D), base actions (n, A) or None)
-Policy = Callable[[list[dict[str, np.ndarray]]], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+# policy(observation dicts, their env indices, fresh) -> (actions (n, A), features (n, D), base actions (n, A) | None);
+# fresh[k] is True on the first observation of an episode (chunked policies re-plan there).
+Policy = Callable[
+    [list[dict[str, np.ndarray]], list[int], list[bool]], tuple[np.ndarray, np.ndarray, np.ndarray | None]
+]
+# on_step(finished episodes, env steps so far), after every batched step
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,12 @@ class RolloutResult:
         return float(self.success.mean()) if len(self.success) else float("nan")
 
 
-def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int]) -> RolloutResult:
+def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int], on_step: Progress | None = None) -> RolloutResult:
     """Run one episode per seed, using all envs of ``venv`` in parallel (waves if seeds > envs)."""
     queue = list(enumerate(seeds))
     running: dict[int, int] = {}  # env index -> episode index
     obs: dict[int, dict[str, np.ndarray]] = {}
+    fresh: set[int] = set()  # envs whose current observation starts an episode
 
     def start(env_ids: list[int]) -> None:
         todo = {}
@@ -42,6 +48,7 @@ def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int]) -> RolloutRe
                 running[i] = episode
                 todo[i] = seed
         obs.update(venv.reset(todo))
+        fresh.update(todo)
 
     start(list(range(venv.n_envs)))
     feats: list[np.ndarray] = []
@@ -49,9 +56,11 @@ def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int]) -> RolloutRe
     episode_of: list[np.ndarray] = []
     success = np.zeros(len(seeds), bool)
     lengths = np.zeros(len(seeds), int)
+    n_done = 0
     while running:
         ids = sorted(running)
-        actions, features, base = policy([obs[i] for i in ids])
+        actions, features, base = policy([obs[i] for i in ids], ids, [i in fresh for i in ids])
+        fresh.clear()
         feats.append(np.asarray(features))
         if base is not None:
             bases.append(np.asarray(base))
@@ -67,6 +76,9 @@ def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int]) -> RolloutRe
                 finished.append(i)
                 del running[i]
         start(finished)
+        n_done += len(finished)
+        if on_step is not None:
+            on_step(n_done, int(lengths.sum()))
     return RolloutResult(
         features=np.concatenate(feats),
         base_actions=np.concatenate(bases) if bases else None,

@@ -54,10 +54,10 @@ LOWDIM_SOURCES: dict[str, Source] = {
     ),
     "object": Source("object", ("object",), _object, "oracle object state (10 lift, 14 can/square)"),
 }
-# Sources that need a model: name -> why it is unavailable (and what to do).
+# Sources computed by a model (the VLA) rather than read from observations: their values are passed to
+# :func:`featurize` (cached embeddings for demos, live queries online); the width is the model's.
 MODEL_SOURCES: dict[str, str] = {
-    "pi0": "source 'pi0' needs csil-diag's π0 embeddings, which are not available in this release; "
-    "use the low-dimensional sources: eef, joints, object",
+    "pi0": "π0 embedding at --site (width: the model's, e.g. 32 for the tiny default's state site)",
 }
 
 
@@ -66,29 +66,51 @@ def available_sources() -> list[str]:
 
 
 def check_sources(spec: InputSpec) -> None:
-    """Every name in the spec must be a known, available source."""
+    """Every name in the spec must be a known source."""
     for name in spec.names:
-        if name not in LOWDIM_SOURCES:
-            if name in MODEL_SOURCES:
-                raise UserError(MODEL_SOURCES[name])
+        if name not in LOWDIM_SOURCES and name not in MODEL_SOURCES:
             raise UserError(f"unknown --input source {name!r}; available: {', '.join(available_sources())}")
 
 
+def model_sources(spec: InputSpec) -> tuple[str, ...]:
+    """The spec's sources that need a model (e.g. ``pi0``)."""
+    check_sources(spec)
+    return tuple(name for name in spec.names if name in MODEL_SOURCES)
+
+
+def check_widths(spec: InputSpec, widths: dict[str, int]) -> None:
+    """Resolve every model source's slice against the model's width now, before any work is done."""
+    for term in spec.sources:
+        if term.name in widths:
+            term.bounds(widths[term.name])
+
+
 def required_keys(spec: InputSpec) -> tuple[str, ...]:
-    """The robomimic observation keys the spec reads."""
+    """The robomimic observation keys the spec's low-dimensional sources read."""
     check_sources(spec)
     keys: list[str] = []
     for name in spec.names:
-        keys += [k for k in LOWDIM_SOURCES[name].keys if k not in keys]
+        if name in LOWDIM_SOURCES:
+            keys += [k for k in LOWDIM_SOURCES[name].keys if k not in keys]
     return tuple(keys)
 
 
-def featurize(spec: InputSpec, obs: dict[str, np.ndarray]) -> np.ndarray:
-    """Observation dict (arrays with any leading shape) → features (..., D), sliced and concatenated."""
+def featurize(
+    spec: InputSpec, obs: dict[str, np.ndarray], model_values: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """Observation dict (arrays with any leading shape) → features (..., D), sliced and concatenated.
+
+    ``model_values`` holds each model source's values for the same states (source → (..., width)).
+    """
     check_sources(spec)
     parts = []
     for term in spec.sources:
-        values = LOWDIM_SOURCES[term.name].compute(obs)
+        if term.name in LOWDIM_SOURCES:
+            values = LOWDIM_SOURCES[term.name].compute(obs)
+        elif model_values is not None and term.name in model_values:
+            values = np.asarray(model_values[term.name])
+        else:
+            raise UserError(f"source {term.name!r} needs the model's values for these states (pass --model)")
         start, stop = term.bounds(values.shape[-1])
         parts.append(np.asarray(values[..., start:stop], np.float32))
     return np.concatenate(parts, axis=-1)
