@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -80,3 +82,211 @@ def bench(
         f"{result['obs_per_s']:.1f} obs/s ({result['ms_per_call']:.0f} ms per call of batch {batch}, {steps} steps, "
         f"{dtype}; first call incl. compilation {result['first_call_s']:.1f} s) on {jax.devices()[0].platform}"
     )
+
+
+@vla_app.command("eval")
+def eval_model(
+    task: str = typer.Option(..., help="lift, can or square"),
+    model: Path = typer.Option(None, help="π0 checkpoint directory (default: the embedded tiny model)"),
+    episodes: int = typer.Option(25, help="episodes (each from its own seeded initial state)"),
+    replan: int = typer.Option(4, help="execute this many actions of each chunk, then query again"),
+    seed: int = typer.Option(0, help="episode seeds and the model's noise"),
+    workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
+    envs: int = typer.Option(0, help="parallel envs, batched in one model call (0: min(episodes, 25))"),
+    horizon: int = typer.Option(None, help="steps per episode (default: the task's, 400)"),
+    out: Path = typer.Option(None, help="results JSON (default: <model>/eval/<task>-replan<r>-seed<s>-<n>ep.json)"),
+) -> None:
+    """Success rate of the model acting alone (chunked execution, envs batched into one model call)."""
+    import os
+
+    from csil_diag.cli import _count_bar
+    from csil_diag.vla.evaluate import EvalConfig, default_out, evaluate_model, write_result
+    from csil_diag.vla.policy import resolve_model_dir
+
+    config = EvalConfig(task=task, episodes=episodes, replan=replan, seed=seed, horizon=horizon, envs=envs)
+    model_dir = resolve_model_dir(model)
+    bar = _count_bar(f"{task} episodes")
+    result = evaluate_model(
+        model_dir, config, workers=workers or (os.cpu_count() or 1), on_step=lambda done, _: bar(done, episodes)
+    )
+    path = write_result(result, out or default_out(model_dir, config))
+    console.print(result.line())
+    console.print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------------------ training
+def _csv_list(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def _command_line() -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in ["csil-diag", *sys.argv[1:]])
+
+
+@contextmanager
+def training_bar(title: str) -> Iterator[tuple]:
+    """(on_progress, on_status) callbacks for :func:`train.run_training` drawing a rich bar with ETA on stderr;
+    without a terminal (a log file), one plain line every 5 % instead."""
+    import math
+    import time
+
+    from csil_diag.cli import _progress, err_console
+
+    progress, bars, start = _progress(), {}, time.perf_counter()
+
+    def on_status(text: str) -> None:
+        if bars:
+            progress.update(bars["bar"], status=text)
+        else:
+            err_console.print(f"[dim]{title}: {text}…[/dim]")
+
+    def on_progress(step: int, total: int, loss: float) -> None:
+        if not bars:
+            progress.start()
+            bars["bar"] = progress.add_task(title, total=total, completed=step, status="compiling")
+            bars["first"] = bars["next"] = step
+        status = "compiling" if math.isnan(loss) else f"loss {loss:.4f}"
+        progress.update(bars["bar"], completed=step, status=status)
+        if not err_console.is_terminal and not math.isnan(loss) and step >= bars["next"]:
+            bars["next"] = step + max(1, total // 20)
+            rate = (step - bars["first"]) / (time.perf_counter() - start)
+            eta = (total - step) / max(rate, 1e-9)
+            err_console.print(f"{title}: step {step}/{total}, {status}, {rate:.2f} steps/s, ETA {eta / 60:.1f} min")
+
+    try:
+        yield on_progress, on_status
+    finally:
+        progress.stop()
+
+
+def _run_training(job, title: str) -> None:
+    """Train with a progress bar; print the one-screen summary; exit 130 on Ctrl-C (the state is kept)."""
+    from csil_diag.vla.train import partial_dir, run_training, summary_rows
+
+    try:
+        with training_bar(title) as (on_progress, on_status):
+            result = run_training(job, on_progress=on_progress, on_status=on_status)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the train state is kept in {partial_dir(job.out)}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
+    table = Table(show_header=False, title=f"{title}: done")
+    for key, value in summary_rows(result):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _train_config(regime: str, lora_rank: int, **options: object):
+    from csil_diag.vla.train import TrainConfig
+
+    given = {k: v for k, v in options.items() if v is not None}
+    return TrainConfig(regime=regime, lora_rank=lora_rank if regime != "full" else 0, **given)
+
+
+@vla_app.command("pretrain")
+def pretrain(
+    tasks: str = typer.Option(..., help="comma-separated tasks, e.g. lift,can,square"),
+    demos: str = typer.Option(..., help="comma-separated robomimic HDF5 files with cameras, one per task"),
+    out: Path = typer.Option(..., help="checkpoint directory to create (openpi layout + train.json)"),
+    steps: int = typer.Option(None, help="optimiser steps [3000]"),
+    batch_size: int = typer.Option(None, help="batch size [32]"),
+    lr: float = typer.Option(None, help="peak learning rate (warmup, then cosine decay) [1e-3]"),
+    warmup_steps: int = typer.Option(None, help="linear warmup steps [100]"),
+    seed: int = typer.Option(None, help="init, batch and noise seed [0]"),
+    steps_per_call: int = typer.Option(None, help="optimiser steps per jitted call [10]"),
+    save_every: int = typer.Option(None, help="train state interval, steps [250]"),
+    image_shift: int = typer.Option(None, help="augmentation: random image shifts of ± this many pixels [4]"),
+    flip_axis_angle: bool = typer.Option(None, help="augmentation: both axis-angle forms of θ ≈ π rotations [on]"),
+) -> None:
+    """Pre-train the tiny π0 from scratch on several tasks (two cameras, one prompt per task)."""
+    from csil_diag.vla.adapter import TINY
+    from csil_diag.vla.dataset import parse_demo_files
+    from csil_diag.vla.train import TrainJob
+
+    train = _train_config(
+        "full",
+        0,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        steps_per_call=steps_per_call,
+        save_every=save_every,
+        image_shift=image_shift,
+        flip_axis_angle=flip_axis_angle,
+    )
+    files = parse_demo_files(_csv_list(tasks), _csv_list(demos))
+    job = TrainJob(out=out, model=TINY, data=files, train=train, command=_command_line(), kind="pretrain")
+    _run_training(job, "pretrain")
+
+
+@vla_app.command("finetune")
+def finetune(
+    base: Path = typer.Option(..., help="base checkpoint (e.g. from `csil-diag vla pretrain`)"),
+    task: str = typer.Option(..., help="lift, can or square"),
+    demos: str = typer.Option(..., help="robomimic HDF5 file(s) with cameras of this task (comma-separated)"),
+    regime: str = typer.Option("lora", help="full | lora | lora-frozen-vision"),
+    out: Path = typer.Option(..., help="checkpoint directory to create"),
+    lora_rank: int = typer.Option(8, help="LoRA rank (alpha = rank) for the LoRA regimes"),
+    steps: int = typer.Option(1000, help="optimiser steps"),
+    batch_size: int = typer.Option(None, help="batch size [32]"),
+    lr: float = typer.Option(None, help="peak learning rate [full 3e-4, LoRA 1e-3]"),
+    warmup_steps: int = typer.Option(50, help="linear warmup steps"),
+    seed: int = typer.Option(None, help="LoRA init, batch and noise seed [0]"),
+    steps_per_call: int = typer.Option(None, help="optimiser steps per jitted call [10]"),
+    save_every: int = typer.Option(None, help="train state interval, steps [250]"),
+    image_shift: int = typer.Option(None, help="augmentation: random image shifts of ± this many pixels [4]"),
+    flip_axis_angle: bool = typer.Option(None, help="augmentation: both axis-angle forms of θ ≈ π rotations [on]"),
+) -> None:
+    """Fine-tune a checkpoint on one task: all weights, LoRA (openpi's freeze rule), or LoRA with frozen vision."""
+    import json
+
+    from csil_diag.vla import config as vla_config
+    from csil_diag.vla.dataset import parse_demo_files
+    from csil_diag.vla.train import FINETUNE_LR, REGIMES, TrainJob, regime_config
+
+    if regime not in REGIMES:
+        raise UserError(f"--regime must be one of {', '.join(REGIMES)} (got {regime!r})")
+    config_path = base / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{base} is not a csil-diag π0 checkpoint (no config.json); train one with `vla pretrain`")
+    base_config = vla_config.from_dict(json.loads(config_path.read_text()))
+    train = _train_config(
+        regime,
+        lora_rank,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr if lr is not None else FINETUNE_LR[regime],
+        warmup_steps=warmup_steps,
+        seed=seed,
+        steps_per_call=steps_per_call,
+        save_every=save_every,
+        image_shift=image_shift,
+        flip_axis_angle=flip_axis_angle,
+    )
+    paths = _csv_list(demos)
+    files = parse_demo_files([task] * len(paths), paths)
+    model = regime_config(base_config, regime, train.lora_rank)
+    job = TrainJob(out=out, model=model, data=files, train=train, base=base, command=_command_line(), kind="finetune")
+    _run_training(job, f"finetune ({regime})")
+
+
+@vla_app.command("diff")
+def diff(
+    a: Path = typer.Argument(..., help="checkpoint A (e.g. the base)"),
+    b: Path = typer.Argument(..., help="checkpoint B (e.g. fine-tuned from A)"),
+) -> None:
+    """Relative parameter change ‖ΔW‖/‖W‖ per group from A to B: what a fine-tuning regime really changed."""
+    from csil_diag.vla.diff import diff_checkpoints
+
+    table = Table("group", "leaves changed", "params", "‖W‖ (A)", "‖ΔW‖", "‖ΔW‖/‖W‖", title=f"{a} → {b}")
+    for g in diff_checkpoints(a, b):
+        table.add_row(
+            g.group, f"{g.changed}/{g.leaves}", f"{g.params:,}", f"{g.norm:.4g}", f"{g.delta:.4g}", f"{g.relative:.3e}"
+        )
+    console.print(table)
