@@ -74,7 +74,7 @@ def test_run_writes_a_self_describing_directory(tiny_run: Path) -> None:
     assert (table.covariance == "full").all() and (table.k_samples == 4).all()
     assert online.n_states.gt(0).all()
     # per-dimension entropies add up to the entropy
-    dims = table[[f"entropy_dim{i}" for i in range(7)]].sum(1)
+    dims = table[[f"entropy_dim{i}" for i in range(7)]].sum(axis=1)
     assert ((dims - table.entropy).abs() < 1e-3).all()
     assert (tiny_run / "config.json").exists()
     assert sorted(p.name for p in (tiny_run / "checkpoints" / "seed0").iterdir()) == [
