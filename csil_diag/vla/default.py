@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from csil_diag import __version__
@@ -25,6 +25,9 @@ from csil_diag.vla.dataset import DemoFile
 from csil_diag.vla.train import TRAIN_FILE, TrainConfig, TrainJob, run_training
 
 DEFAULT_TASK = "lift"
+# TINY with a 256-wide action expert: its state-token embedding (the default site) is wide enough for the thesis'
+# slices such as pi0[:256], at almost no cost (the expert sees 9 tokens, the vision tower and LLM ~150).
+DEFAULT_MODEL = replace(TINY, expert=replace(TINY.expert, width=256, mlp_dim=512))
 DEFAULT_DEMOS = DemoConfig(task=DEFAULT_TASK, n=40, cameras=("agentview", "wrist"), image_size=84, seed=0)
 DEFAULT_TRAIN = TrainConfig(steps=600, batch_size=32, lr=1e-3, warmup_steps=50, seed=0, save_every=100)
 
@@ -37,7 +40,7 @@ def recipe() -> dict:
     """Everything that decides the default model."""
     return {
         "csil_diag": __version__,
-        "model": vla_config.to_dict(TINY),
+        "model": vla_config.to_dict(DEFAULT_MODEL),
         "demos": DEFAULT_DEMOS.identity() | {"n": DEFAULT_DEMOS.n},
         "train": asdict(DEFAULT_TRAIN),
     }
@@ -76,7 +79,7 @@ def default_model_dir(progress: bool = True) -> Path:
         _make_demos(demos, progress)
         job = TrainJob(
             out=out,
-            model=TINY,
+            model=DEFAULT_MODEL,
             data=(DemoFile(DEFAULT_TASK, demos),),
             train=DEFAULT_TRAIN,
             command="csil_diag.vla.default.default_model_dir()  # the embedded default: " + json.dumps(recipe()),
