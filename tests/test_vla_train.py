@@ -311,3 +311,6 @@ def test_default_model_dir_uses_the_cache(tmp_path: Path, monkeypatch: pytest.Mo
     path.mkdir(parents=True)
     (path / TRAIN_FILE).write_text("{}")
     assert default.default_model_dir(progress=False) == path  # found: nothing is built
+    # The thesis' slices (pi0[:256]) must fit the default's state site, and the recipe must record that model.
+    assert default.DEFAULT_MODEL.expert.width >= 256
+    assert default.recipe()["model"]["expert"]["width"] == default.DEFAULT_MODEL.expert.width
