@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -102,7 +103,11 @@ def rollout_speed(task: str = "lift", steps: int = 300) -> dict[str, float]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     widths = (18, 1032) if quick else (18, 1032, 2056)
-    out: dict[str, Any] = {"device": str(jax.devices()[0]), "cpus": jax.device_count()}
+    out: dict[str, Any] = {
+        "device": str(jax.devices()[0]),
+        "jax_devices": jax.device_count(),
+        "cpu_cores": os.cpu_count(),
+    }
     out["matmul_gflops"] = {f"256x{w}x1024": round(matmul_gflops(256, w, 1024), 1) for w in widths} | {
         "256x1024x1024": round(matmul_gflops(256, 1024, 1024), 1),
         "1024x1024x1024": round(matmul_gflops(1024, 1024, 1024), 1),
