@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -257,6 +258,11 @@ def entropy(
     _print_entropy_summary(table, config, out)
 
 
+def _ci(lo: float, hi: float) -> str:
+    """' [lo, hi]', or a note where a single rollout episode leaves nothing to bootstrap."""
+    return " [one episode: no CI]" if math.isnan(lo) or math.isnan(hi) else f" [{lo:+.2f}, {hi:+.2f}]"
+
+
 def _print_entropy_summary(table, config, out: Path) -> None:
     last = table[table.step == table.step.max()]
     title = (
@@ -285,8 +291,8 @@ def _print_entropy_summary(table, config, out: Path) -> None:
             f"{on.entropy:.2f}",
             f"{on.auroc_valid:.3f}",
             f"{on.auroc_train:.3f}",
-            f"{on.gap_valid:+.2f} [{on.gap_valid_lo:+.2f}, {on.gap_valid_hi:+.2f}]",
-            f"{on.success_rate:.0%}",
+            f"{on.gap_valid:+.2f}" + _ci(on.gap_valid_lo, on.gap_valid_hi),
+            "—" if math.isnan(on.success_rate) else f"{on.success_rate:.0%}",  # --eval-episodes 0
         )
     console.print(summary)
     best = table[table.split == "online"].auroc_valid.max()
