@@ -108,22 +108,6 @@ def make_observation(
     )
 
 
-def observation_from_env(
-    config: Pi0Config,
-    obs_list: list[dict[str, np.ndarray]],
-    prompt: str,
-    norm_stats: dict[str, NormStats],
-    tokenizer: Tokenizer,
-) -> Observation:
-    """Env observations (each with ``agentview``/``wrist`` images and robomimic keys) → one batch."""
-    images = {c: np.stack([o[c] for o in obs_list]) for c in CAMERA_MAP if c in obs_list[0]}
-    missing = [c for c, m in CAMERA_MAP.items() if m in config.cameras and c not in images]
-    if missing:
-        raise UserError(f"the π0 model needs the {', '.join(missing)} camera(s); make the env with them")
-    state = np.stack([state_from_obs(o) for o in obs_list])
-    return make_observation(config, images, state, [prompt] * len(obs_list), norm_stats, tokenizer)
-
-
 def actions_to_env(actions: np.ndarray, norm_stats: dict[str, NormStats]) -> np.ndarray:
     """Model actions (B, H, action_dim), normalised → env actions (B, H, 7) in [-1, 1]."""
     if "actions" not in norm_stats:

@@ -180,10 +180,30 @@ def _run_training(job, title: str) -> None:
     console.print(table)
 
 
-def _train_config(regime: str, lora_rank: int, **options: object):
+# Options that pretrain and finetune share; None leaves TrainConfig's default.
+BATCH_SIZE = typer.Option(None, help="batch size [32]")
+STEPS_PER_CALL = typer.Option(None, help="optimiser steps per jitted call [10]")
+SAVE_EVERY = typer.Option(None, help="train state interval, steps [250]")
+IMAGE_SHIFT = typer.Option(None, help="augmentation: random image shifts of ± this many pixels [4]")
+FLIP_AXIS_ANGLE = typer.Option(None, help="augmentation: both axis-angle forms of θ ≈ π rotations [on]")
+TRAIN_OPTIONS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "seed",
+    "steps_per_call",
+    "save_every",
+    "image_shift",
+    "flip_axis_angle",
+)
+
+
+def _train_config(regime: str, lora_rank: int, options: dict[str, object]):
+    """TrainConfig from a command's options (its ``locals()``): the ones given, defaults for the rest."""
     from csil_diag.vla.train import TrainConfig
 
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: options[k] for k in TRAIN_OPTIONS if options.get(k) is not None}
     return TrainConfig(regime=regime, lora_rank=lora_rank if regime != "full" else 0, **given)
 
 
@@ -193,33 +213,21 @@ def pretrain(
     demos: str = typer.Option(..., help="comma-separated robomimic HDF5 files with cameras, one per task"),
     out: Path = typer.Option(..., help="checkpoint directory to create (openpi layout + train.json)"),
     steps: int = typer.Option(None, help="optimiser steps [3000]"),
-    batch_size: int = typer.Option(None, help="batch size [32]"),
+    batch_size: int = BATCH_SIZE,
     lr: float = typer.Option(None, help="peak learning rate (warmup, then cosine decay) [1e-3]"),
     warmup_steps: int = typer.Option(None, help="linear warmup steps [100]"),
     seed: int = typer.Option(None, help="init, batch and noise seed [0]"),
-    steps_per_call: int = typer.Option(None, help="optimiser steps per jitted call [10]"),
-    save_every: int = typer.Option(None, help="train state interval, steps [250]"),
-    image_shift: int = typer.Option(None, help="augmentation: random image shifts of ± this many pixels [4]"),
-    flip_axis_angle: bool = typer.Option(None, help="augmentation: both axis-angle forms of θ ≈ π rotations [on]"),
+    steps_per_call: int = STEPS_PER_CALL,
+    save_every: int = SAVE_EVERY,
+    image_shift: int = IMAGE_SHIFT,
+    flip_axis_angle: bool = FLIP_AXIS_ANGLE,
 ) -> None:
     """Pre-train the tiny π0 from scratch on several tasks (two cameras, one prompt per task)."""
     from csil_diag.vla.adapter import TINY
     from csil_diag.vla.dataset import parse_demo_files
     from csil_diag.vla.train import TrainJob
 
-    train = _train_config(
-        "full",
-        0,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        steps_per_call=steps_per_call,
-        save_every=save_every,
-        image_shift=image_shift,
-        flip_axis_angle=flip_axis_angle,
-    )
+    train = _train_config("full", 0, locals())
     files = parse_demo_files(_csv_list(tasks), _csv_list(demos))
     job = TrainJob(out=out, model=TINY, data=files, train=train, command=_command_line(), kind="pretrain")
     _run_training(job, "pretrain")
@@ -234,14 +242,14 @@ def finetune(
     out: Path = typer.Option(..., help="checkpoint directory to create"),
     lora_rank: int = typer.Option(8, help="LoRA rank (alpha = rank) for the LoRA regimes"),
     steps: int = typer.Option(1000, help="optimiser steps"),
-    batch_size: int = typer.Option(None, help="batch size [32]"),
+    batch_size: int = BATCH_SIZE,
     lr: float = typer.Option(None, help="peak learning rate [full 3e-4, LoRA 1e-3]"),
     warmup_steps: int = typer.Option(50, help="linear warmup steps"),
     seed: int = typer.Option(None, help="LoRA init, batch and noise seed [0]"),
-    steps_per_call: int = typer.Option(None, help="optimiser steps per jitted call [10]"),
-    save_every: int = typer.Option(None, help="train state interval, steps [250]"),
-    image_shift: int = typer.Option(None, help="augmentation: random image shifts of ± this many pixels [4]"),
-    flip_axis_angle: bool = typer.Option(None, help="augmentation: both axis-angle forms of θ ≈ π rotations [on]"),
+    steps_per_call: int = STEPS_PER_CALL,
+    save_every: int = SAVE_EVERY,
+    image_shift: int = IMAGE_SHIFT,
+    flip_axis_angle: bool = FLIP_AXIS_ANGLE,
 ) -> None:
     """Fine-tune a checkpoint on one task: all weights, LoRA (openpi's freeze rule), or LoRA with frozen vision."""
     import json
@@ -256,19 +264,7 @@ def finetune(
     if not config_path.is_file():
         raise UserError(f"{base} is not a csil-diag π0 checkpoint (no config.json); train one with `vla pretrain`")
     base_config = vla_config.from_dict(json.loads(config_path.read_text()))
-    train = _train_config(
-        regime,
-        lora_rank,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr if lr is not None else FINETUNE_LR[regime],
-        warmup_steps=warmup_steps,
-        seed=seed,
-        steps_per_call=steps_per_call,
-        save_every=save_every,
-        image_shift=image_shift,
-        flip_axis_angle=flip_axis_angle,
-    )
+    train = _train_config(regime, lora_rank, locals() | {"lr": FINETUNE_LR[regime] if lr is None else lr})
     paths = _csv_list(demos)
     files = parse_demo_files([task] * len(paths), paths)
     model = regime_config(base_config, regime, train.lora_rank)
