@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -48,8 +49,12 @@ class BCConfig:
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("head", "residual", "ensemble"))
-        if self.learning_rate <= 0 or self.batch_size < 1:
-            raise UserError("learning rate and batch size must be positive")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or self.batch_size < 1:
+            raise UserError(
+                f"--lr must be a positive number and --batch-size ≥ 1 (got {self.learning_rate}, {self.batch_size})"
+            )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight decay must be a number ≥ 0 (got {self.weight_decay})")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

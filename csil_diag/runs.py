@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -93,3 +94,166 @@ def versions() -> dict[str, str]:
 
 def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ------------------------------------------------------------------------------------ output paths
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return Path.cwd()
+
+
+def _check_writable_parent(path: Path, option: str, inside: bool = False) -> None:
+    """The nearest existing ancestor of ``path`` (``inside``: of ``path`` itself) must be a directory we can create
+    things in.
+
+    A probe directory is made and removed at once: ``os.access`` says yes to root on /proc and on
+    read-only mounts, so only trying tells the truth."""
+    parent = _nearest_existing(path if inside else path.parent)
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, not a directory; choose another {option}")
+    try:
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise UserError(f"{option} {path}: {parent} is on a read-only file system; choose another {option}")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".csil-diag-probe-"))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"{option} {path}: cannot create anything in {parent} ({reason}); choose another {option}"
+        ) from None
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work, an output file that cannot be written: an existing directory at its path, a parent
+    that is a file or cannot be created, a read-only file system. Writes nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is an existing directory; give a file path such as {path / 'out'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{option} {path} exists and is not writable; choose another {option}")
+    _check_writable_parent(path, option)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work, an output directory that cannot be used: an existing non-directory at its path, a
+    parent that cannot be created, a read-only file system. Writes nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is an existing file, not a directory; choose another {option}")
+    _check_writable_parent(path, option, inside=True)
+    return path
+
+
+def read_json_file(path: str | os.PathLike, fix: str) -> Any:
+    """A JSON file written by csil-diag; an unreadable or corrupt one is a one-line UserError naming it and ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable or corrupt ({type(exc).__name__}); {fix}") from None
+
+
+def read_parquet_file(path: str | os.PathLike, fix: str) -> pd.DataFrame:
+    """A parquet file written by csil-diag; an unreadable or corrupt one is a one-line UserError naming it."""
+    path = Path(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise UserError(f"{path} is unreadable or corrupt ({type(exc).__name__}); {fix}") from None
+
+
+# ------------------------------------------------------------------------------------ identity
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out |= _flatten(value, f"{prefix}{key}.")
+        return out
+    return {prefix[:-1]: data}
+
+
+def identity_differences(saved: dict[str, Any], wanted: dict[str, Any], options: dict[str, str]) -> list[str]:
+    """What differs between a run's saved identity and the one asked for, named as the user knows it: the CLI option
+    (``options`` maps a dotted identity key such as ``bc.learning_rate`` to ``--lr``) with both values."""
+    old, new = _flatten(saved), _flatten(wanted)
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            out.append(f"{options.get(key, key)} {new.get(key)!r} (the run has {old.get(key)!r})")
+    return out
+
+
+# ------------------------------------------------------------------------------------ the run directory
+LOCK_FILE = ".lock"
+
+
+class RunDir:
+    """A run directory: checked before any work, locked while a process writes it, removed again when a run that
+    created it fails before writing anything.
+
+    The lock is an ``flock`` on ``<dir>/.lock``: the kernel drops it when its holder dies, however it dies, so a
+    stale lock of a killed process is simply taken over; the file records who holds it for the refusal message."""
+
+    def __init__(self, path: str | os.PathLike, option: str = "--out") -> None:
+        self.path = Path(path)
+        self.option = option
+        self._handle: Any = None
+        self._created = False
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def check(self) -> RunDir:
+        check_output_dir(self.path, self.option)
+        return self
+
+    def acquire(self, what: str) -> RunDir:
+        """Create the directory if needed and take its lock, or refuse in one line naming the holder."""
+        import fcntl
+
+        self.check()
+        self._created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the run's lifetime)
+        except OSError as exc:
+            raise UserError(f"cannot create {self.path} ({exc.strerror}); choose another {self.option}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"{self.path} is in use by {holder}; wait for it to finish or choose another {self.option}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} ({what}, since {now_utc()})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        """Drop the lock; a directory this process created and left empty (but for the lock) goes too."""
+        if self._handle is None:
+            return
+        if self._created and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+        self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

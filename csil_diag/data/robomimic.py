@@ -142,10 +142,13 @@ def open_demos(path: str | os.PathLike) -> Iterator[h5py.File]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file; create one with `csil-diag demos --task lift --out {path}`")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not an HDF5 file; give the dataset file itself")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise UserError(f"{path}: not a readable HDF5 file ({exc}); regenerate it with `csil-diag demos`") from None
+        reason = " ".join(str(exc).split())  # HDF5's messages span lines
+        raise UserError(f"{path}: not a readable HDF5 file ({reason}); regenerate it with `csil-diag demos`") from None
     try:
         check_robomimic(f, path)
         yield f
@@ -238,3 +241,52 @@ def load_episode(f: h5py.File, name: str, keys: tuple[str, ...] | None = None) -
         seed=int(grp.attrs.get("seed", -1)),
         attempt=int(grp.attrs.get("attempt", -1)),
     )
+
+
+def validate_demos(
+    path: str | os.PathLike,
+    obs_keys: tuple[str, ...],
+    splits: tuple[str, ...] = ("train", "valid"),
+    action_dim: int | None = None,
+) -> None:
+    """Check, before any work starts, everything a run will read: the masks name existing demos, every demo's
+    actions are finite with ``action_dim`` columns, and each of ``obs_keys`` is there with one row per action, the
+    same per-step shape in every demo and (non-image keys) finite values. Raises a one-line UserError."""
+    fix = "regenerate it with `csil-diag demos` or repair the file"
+    with open_demos(path) as f:
+        data = f["data"]
+        names: list[str] = []
+        for split in splits:
+            if "mask" not in f or split not in f["mask"]:
+                raise UserError(f"{path} has no mask/{split}; regenerate it with `csil-diag demos`")
+            listed = [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask"][split][()]]
+            missing = [n for n in listed if n not in data]
+            if missing:
+                raise UserError(f"{path}: mask/{split} names {', '.join(missing[:3])}, absent from data/; {fix}")
+            names += [n for n in listed if n not in names]
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+        for name in sorted(names, key=demo_sort_key):
+            demo = data[name]
+            actions = demo["actions"]
+            if actions.ndim != 2 or (action_dim is not None and actions.shape[1] != action_dim):
+                want = f"(T, {action_dim})" if action_dim is not None else "(T, A)"
+                raise UserError(f"{path}: data/{name}/actions has shape {actions.shape}, expected {want}; {fix}")
+            steps = actions.shape[0]
+            if not np.all(np.isfinite(actions[()])):
+                raise UserError(f"{path}: data/{name}/actions contains NaN or inf; {fix}")
+            for key in obs_keys:
+                if key not in demo["obs"]:
+                    raise UserError(f"{path}: data/{name}/obs has no {key}; available: {', '.join(demo['obs'])}; {fix}")
+                obs = demo["obs"][key]
+                if obs.shape[0] != steps:
+                    raise UserError(
+                        f"{path}: data/{name}/obs/{key} has {obs.shape[0]} steps but {steps} actions; {fix}"
+                    )
+                first = shapes.setdefault(key, (tuple(obs.shape[1:]), name))
+                if tuple(obs.shape[1:]) != first[0]:
+                    raise UserError(
+                        f"{path}: data/{name}/obs/{key} is {obs.shape[1:]} per step but {first[1]}'s is {first[0]}; "
+                        f"every demo must have the same observation shapes; {fix}"
+                    )
+                if key not in IMAGE_KEYS and key not in ALIASES and not np.all(np.isfinite(obs[()])):
+                    raise UserError(f"{path}: data/{name}/obs/{key} contains NaN or inf; {fix}")

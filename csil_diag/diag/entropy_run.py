@@ -34,6 +34,7 @@ import pandas as pd
 
 from csil_diag.config import BCConfig, HetStatConfig, from_dict
 from csil_diag.csil.bc import BCState, init_state, make_train_fn
+from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
 from csil_diag.diag.rollouts import RolloutResult, run_episodes
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
@@ -41,16 +42,19 @@ from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
 from csil_diag.features.dataset import DemoFeatures, dataset_task, load_demo_features
 from csil_diag.features.normalize import Normalizer
-from csil_diag.features.sources import check_sources, check_widths, featurize, model_sources
+from csil_diag.features.sources import check_sources, check_widths, featurize, model_sources, required_keys
 from csil_diag.features.spec import InputSpec
 from csil_diag.policy import tanh_gaussian as tg
 from csil_diag.policy.hetstat import HetStat
 from csil_diag.runs import (
+    RunDir,
     atomic_write_json,
     atomic_write_parquet,
     file_fingerprint,
+    identity_differences,
     load_pytree,
     now_utc,
+    read_json_file,
     save_pytree,
     versions,
 )
@@ -60,6 +64,8 @@ if TYPE_CHECKING:
     from csil_diag.vla.policy import VLAPolicy
 
 TRAIN_CHUNK = 100  # BC steps per jitted call
+# What the VLA reads of each demo state besides its cameras (they are checked by the embedding cache).
+VLA_STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,18 @@ class EntropyConfig:
 
     def __post_init__(self) -> None:
         task_spec(self.task)
-        check_sources(InputSpec.parse(self.input))
+        spec = InputSpec.parse(self.input)
+        check_sources(spec)
+        # One spelling per spec ("joints + object" → "joints+object"), so equivalent runs resume each other.
+        object.__setattr__(self, "input", str(spec))
+        if any(s < 0 for s in self.seeds):
+            raise UserError(f"--seeds must be non-negative integers such as 0,1,2 (got {list(self.seeds)})")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds names a seed twice ({list(self.seeds)}); give each seed once")
+        if not (math.isfinite(self.std_floor) and self.std_floor > 0):
+            raise UserError(f"--std-floor must be a positive number such as 0.01 (got {self.std_floor})")
+        if self.bootstrap < 1 or self.max_expert_states < 1:
+            raise UserError("bootstrap and max_expert_states must be ≥ 1")
         if self.steps < 0 or self.every < 1:
             raise UserError("--steps must be ≥ 0 and --every ≥ 1")
         if self.episodes < 1 or self.eval_episodes < 0 or self.k_samples < 1:
@@ -119,11 +136,33 @@ class EntropyConfig:
         data = asdict(self)
         data.pop("seeds")
         data.pop("model")  # the VLA is identified by its fingerprint (EntropyRun adds it), not by its path
+        data.pop("demos")  # the dataset is identified by its sha256 (config.json's demos.fingerprint), not its path
         if not self.uses_vla:  # low-dim runs keep the identity they had before the VLA options existed
             data.pop("site")
             data.pop("replan")
         return json.loads(json.dumps(data))  # tuples → lists, as read back from config.json
 
+
+# How each identity key is spelled on the command line, for "other settings" refusals.
+OPTION_NAMES: dict[str, str] = {
+    "task": "--task",
+    "input": "--input",
+    "steps": "--steps",
+    "every": "--every",
+    "episodes": "--episodes",
+    "eval_episodes": "--eval-episodes",
+    "k_samples": "--k",
+    "std_floor": "--std-floor",
+    "checkpoints": "--checkpoints",
+    "site": "--site",
+    "replan": "--replan",
+    "vla_model": "--model (its fingerprint)",
+    "hetstat.covariance": "--covariance",
+    "hetstat.activation": "--activation",
+    "bc.learning_rate": "--lr",
+    "bc.batch_size": "--batch-size",
+    "bc.mode": "--mode",
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on 2 cores: the README's main command.
@@ -167,7 +206,32 @@ class EntropyRun:
         self.vla: VLAPolicy | None = None
         self.embedded: EmbedResult | None = None
         self.config = config
+        # Everything that can be refused is checked before anything is written or computed.
+        self.run_dir = RunDir(self.out).check()
         self._check_task_matches_demos()
+        keys = required_keys(self.spec) + (VLA_STATE_KEYS if config.uses_vla else ())
+        validate_demos(config.demos, tuple(dict.fromkeys(keys)), ("train", "valid"), ACTION_DIM)
+        self._saved = self._read_saved_config()
+        self._check_resume({k: v for k, v in self.identity().items() if k != "vla_model"})  # the VLA's: once loaded
+        self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
+        try:
+            self._setup(on_embed)
+        except BaseException:
+            self.run_dir.release()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory's lock (a run that wrote nothing leaves no directory behind)."""
+        self.run_dir.release()
+
+    def __enter__(self) -> EntropyRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self, on_embed: Callable[[int, int], None] | None) -> None:
+        config = self.config
         if config.uses_vla:
             self._load_vla(on_embed)
         model = None if self.embedded is None else self.embedded.outputs
@@ -226,6 +290,26 @@ class EntropyRun:
         idx = np.sort(np.random.default_rng(0).choice(len(data.x), limit, replace=False))
         return data.take(idx)
 
+    def _read_saved_config(self) -> dict[str, Any] | None:
+        path = self.out / "config.json"
+        if not path.exists():
+            return None
+        return read_json_file(path, f"delete {self.out} to start over, or choose another --out")
+
+    def _check_resume(self, identity: dict[str, Any]) -> None:
+        """Refuse to resume a run directory made with other settings, naming each differing option."""
+        if self._saved is None:
+            return
+        old = {k: v for k, v in self._saved.get("identity", {}).items() if k != "demos"}  # older runs kept the path
+        if "vla_model" not in identity:
+            old.pop("vla_model", None)
+        diff = identity_differences(old, identity, OPTION_NAMES)
+        if diff:
+            raise UserError(
+                f"{self.out} holds a run with other settings: {'; '.join(diff)}; "
+                "repeat the run's options to resume it, or choose another --out"
+            )
+
     def _prepare_dir(self) -> None:
         path = self.out / "config.json"
         saved = {
@@ -253,11 +337,9 @@ class EntropyRun:
                 "replan": self.config.replan,
                 "embeddings": str(self.embedded.path),
             }
-        if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("identity") != saved["identity"]:
-                diff = [k for k in saved["identity"] if old.get("identity", {}).get(k) != saved["identity"][k]]
-                raise UserError(f"{self.out} holds a run with other settings ({', '.join(diff)}); use another --out")
+        old = self._saved
+        if old is not None:
+            self._check_resume(saved["identity"])
             if old.get("demos", {}).get("fingerprint") != saved["demos"]["fingerprint"]:
                 raise UserError(f"{self.config.demos} changed since {self.out} was started; use another --out")
             seeds = sorted(set(old["config"]["seeds"]) | set(self.config.seeds))
@@ -311,9 +393,14 @@ class EntropyRun:
     def ckpt_dir(self, seed: int) -> Path:
         return self.out / "checkpoints" / f"seed{seed}"
 
+    def read_point(self, seed: int, step: int) -> pd.DataFrame | None:
+        """A finished point's rows; None when missing or unreadable (a corrupt file is removed, to be recomputed)."""
+        return _read_point_file(self.point_path(seed, step))
+
     def rebuild_table(self) -> pd.DataFrame:
-        files = sorted((self.out / "points").glob("*.parquet"))
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+        frames = [_read_point_file(f) for f in sorted((self.out / "points").glob("*.parquet"))]
+        frames = [f for f in frames if f is not None]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if not frame.empty:
             frame = frame.sort_values(["seed", "step", "split"]).reset_index(drop=True)
         atomic_write_parquet(self.out / "entropy.parquet", frame)
@@ -406,18 +493,22 @@ class EntropyRun:
     # ------------------------------------------------------------------------------------ one seed
     def run_seed(self, venv: VectorEnv, seed: int, on_event: Callable[[str, int, int], None]) -> None:
         cfg = self.config
-        state = init_state(self.model, cfg.bc, jax.random.key(seed), int(self.train.x.shape[1]))
+        fresh = init_state(self.model, cfg.bc, jax.random.key(seed), int(self.train.x.shape[1]))
+        state = fresh
         state_file = self.ckpt_dir(seed) / "state.msgpack"
         if state_file.exists():
-            state = load_pytree(state_file, state)
+            try:
+                state = load_pytree(state_file, fresh)
+            except UserError:  # killed mid-write on a file system without atomic rename, or damaged: retrain
+                state = fresh
+        done = {p for p in cfg.points if self.read_point(seed, p) is not None}
+        if any(p < int(state.step) and p not in done for p in cfg.points):
+            # A point behind the saved state is missing or was corrupt: training is a pure function of (seed, step),
+            # so retraining from step 0 recomputes it exactly (finished points are not evaluated again).
+            state = fresh
         metrics: dict[str, float] = {}
         for point in cfg.points:
             if point < int(state.step):
-                if not self.point_path(seed, point).exists():
-                    raise UserError(
-                        f"{self.point_path(seed, point)} is missing but seed {seed} trained past it; "
-                        f"delete {state_file} to recompute the seed"
-                    )
                 on_event("done", seed, point)
                 continue
             while int(state.step) < point:
@@ -427,10 +518,11 @@ class EntropyRun:
                 metrics = {k: float(v) for k, v in out.items()}
                 if not math.isfinite(metrics["loss"]):
                     raise UserError(
-                        f"BC loss became {metrics['loss']} at step {int(state.step)} (seed {seed}); lower --lr"
+                        f"BC loss became {metrics['loss']} at step {int(state.step)} (seed {seed}) although the "
+                        f"inputs are finite: training diverged at --lr {cfg.bc.learning_rate}; lower --lr"
                     )
                 on_event("train", seed, int(state.step))
-            if not self.point_path(seed, point).exists():
+            if point not in done:
                 on_event("evaluate", seed, point)
                 result = self.evaluate_point(venv, state, seed, metrics)
                 atomic_write_parquet(self.point_path(seed, point), pd.DataFrame(result.rows))
@@ -441,6 +533,15 @@ class EntropyRun:
             on_event("done", seed, point)
 
     def run(self, on_event: Callable[[str, int, int], None] = lambda *a: None) -> pd.DataFrame:
+        """Train and evaluate every seed's missing points; the run directory stays locked until they are written."""
+        if not self.run_dir.held:
+            self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
+        try:
+            return self._run(on_event)
+        finally:
+            self.run_dir.release()
+
+    def _run(self, on_event: Callable[[str, int, int], None]) -> pd.DataFrame:
         cameras = {} if self.vla is None else {"cameras": self.vla.cameras, "image_size": self.vla.image_size}
         with VectorEnv(
             self.config.task, self.n_envs, workers=self.workers, seed=0, horizon=self.config.horizon, **cameras
@@ -450,12 +551,22 @@ class EntropyRun:
         return self.rebuild_table()
 
 
+def _read_point_file(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # a damaged file: recomputed by the seed that owns it
+        path.unlink(missing_ok=True)
+        return None
+
+
 def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """config.json of an entropy run directory, with a clear error when it is not one."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise UserError(f"{run_dir} is not a csil-diag run directory (no config.json); run `csil-diag entropy` first")
-    data = json.loads(path.read_text())
+    data = read_json_file(path, "the run directory is damaged; rerun `csil-diag entropy` into another --out")
     data["config_obj"] = from_dict(EntropyConfig, {k: v for k, v in data["config"].items()})
     return data
 

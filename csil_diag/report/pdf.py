@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import textwrap
@@ -17,7 +16,7 @@ from matplotlib.figure import Figure
 from csil_diag import __version__
 from csil_diag.errors import UserError
 from csil_diag.report import figures
-from csil_diag.runs import now_utc
+from csil_diag.runs import check_output_file, now_utc, read_json_file, read_parquet_file
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,12 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
         raise UserError(f"{run_dir} is not a csil-diag run directory (no config.json); run `csil-diag entropy` first")
     if not table.exists():
         raise UserError(f"{run_dir} has no entropy.parquet yet; let `csil-diag entropy` finish a point first")
-    meta = json.loads(cfg.read_text())
-    frame = pd.read_parquet(table)
+    meta = read_json_file(cfg, "the run directory is damaged; rerun `csil-diag entropy` into another --out")
+    frame = read_parquet_file(
+        table, f"rerun the same `csil-diag entropy` command on {run_dir} to rebuild it from its points/"
+    )
+    if not isinstance(meta, dict) or not {"config", "demos", "versions"} <= set(meta):
+        raise UserError(f"{cfg} is not an entropy run's config.json (fields missing); point report at run directories")
     if frame.empty:
         raise UserError(f"{table} is empty; let `csil-diag entropy` finish a point first")
     meta["run_dir"] = str(run_dir)
@@ -139,12 +142,9 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
     """Write ``out`` (PDF) and ``<out stem>_<figure>.png`` beside it."""
     if not run_dirs:
         raise UserError("give at least one run directory, e.g. csil-diag report runs/lift-lowdim")
+    out = check_output_file(out)
     runs = [load_run(d) for d in run_dirs]
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {out.parent} ({exc.strerror}); choose another --out") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
     pages = {
         "cover": cover_page(runs),
         "entropy": figures.entropy_curves(runs, "entropy"),

@@ -36,6 +36,8 @@ class EvalConfig:
             raise UserError("--episodes must be ≥ 1 and --envs ≥ 0")
         if self.horizon is not None and self.horizon < 1:
             raise UserError(f"--horizon must be ≥ 1 (got {self.horizon})")
+        if self.seed < 0 or self.replan < 1:
+            raise UserError(f"--seed must be ≥ 0 and --replan ≥ 1 (got {self.seed}, {self.replan})")
 
     @property
     def n_envs(self) -> int:

@@ -82,7 +82,9 @@ class TrainConfig:
             raise UserError(f"--regime must be one of {', '.join(REGIMES)} (got {self.regime!r})")
         if self.regime.startswith("lora") != (self.lora_rank > 0):
             raise UserError(f"regime {self.regime} needs lora_rank {'> 0' if self.regime != 'full' else '0'}")
-        if min(self.steps, self.batch_size, self.steps_per_call, self.save_every) < 1 or self.lr <= 0:
+        if min(self.steps, self.batch_size, self.steps_per_call, self.save_every) < 1 or not (
+            self.lr > 0 and math.isfinite(self.lr)
+        ):
             raise UserError("--steps, --batch-size, --steps-per-call, --save-every and --lr must be positive")
         if self.steps % self.steps_per_call:
             raise UserError(f"--steps ({self.steps}) must be a multiple of --steps-per-call ({self.steps_per_call})")
@@ -90,6 +92,8 @@ class TrainConfig:
             raise UserError(f"--warmup-steps must be in [0, steps) (got {self.warmup_steps})")
         if self.image_shift < 0:
             raise UserError(f"--image-shift must be ≥ 0 (got {self.image_shift})")
+        if self.seed < 0:
+            raise UserError(f"--seed must be a non-negative integer (got {self.seed})")
 
     @property
     def augment(self) -> Augment:
