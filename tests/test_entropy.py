@@ -116,7 +116,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(lift_demos: Path, tiny_run:
 def test_report_from_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     summary = build_report([tiny_run], tmp_path / "r" / "stationarity.pdf")
     assert summary.pdf.exists() and summary.pdf.read_bytes().startswith(b"%PDF")
-    assert summary.pages == 7 and len(summary.pngs) == 5
+    assert summary.pages == 9 and len(summary.pngs) == 6
     assert all(p.exists() and p.stat().st_size > 10_000 for p in summary.pngs)
     with pytest.raises(UserError, match="not a csil-diag run directory"):
         build_report([tmp_path], tmp_path / "x.pdf")

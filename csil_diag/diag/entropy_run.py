@@ -296,6 +296,13 @@ class EntropyRun:
             return None
         return read_json_file(path, f"delete {self.out} to start over, or choose another --out")
 
+    def _mark_updated(self) -> None:
+        """config.json's ``updated``: when the last point was written (the report's cover shows it)."""
+        path = self.out / "config.json"
+        saved = read_json_file(path, f"delete {self.out} to start over, or choose another --out")
+        saved["updated"] = now_utc()
+        atomic_write_json(path, saved)
+
     def _check_resume(self, identity: dict[str, Any]) -> None:
         """Refuse to resume a run directory made with other settings, naming each differing option."""
         if self._saved is None:
@@ -530,6 +537,7 @@ class EntropyRun:
                     save_pytree(self.ckpt_dir(seed) / f"params_{point:08d}.msgpack", state.params)
                 save_pytree(state_file, state)
                 self.rebuild_table()
+                self._mark_updated()
             on_event("done", seed, point)
 
     def run(self, on_event: Callable[[str, int, int], None] = lambda *a: None) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from csil_diag import __version__
+from csil_diag.diag.verdict import Verdict, run_verdict
 from csil_diag.errors import UserError
 from csil_diag.report import figures
 from csil_diag.runs import check_output_file, now_utc, read_json_file, read_parquet_file
@@ -91,9 +92,15 @@ def cover_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
             f"rollouts; success from {cfg['eval_episodes']} deterministic rollouts",
             f"  input width {meta['input_width']}, normalised with training-demo statistics, "
             f"std floor {cfg['std_floor']}",
-            f"  created {meta.get('created')}, updated {meta.get('updated')}",
-            "",
+            f"  created {meta.get('created')}, last point written {meta.get('updated')}",
         ]
+        vla = meta.get("vla")
+        if vla:
+            lines.append(
+                f"  π0: {vla.get('model_dir')} (fingerprint {vla.get('fingerprint')}), site {vla.get('site')} "
+                f"(width {vla.get('width')}), replan {vla.get('replan')}; the HetStat is a {bc['mode']} on π0's action"
+            )
+        lines.append("")
     v = runs[0][0]["versions"]
     lines += [
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in ("jax", "flax", "robosuite", "mujoco", "numpy") if k in v),
@@ -102,10 +109,36 @@ def cover_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
     return _text_page("Stationarity analysis of the HetStat residual", lines)
 
 
+def verdict_of(meta: dict, table: pd.DataFrame) -> Verdict:
+    return run_verdict(table, int(meta["config"]["episodes"]), int(meta["demos"]["valid_demos"]))
+
+
+def verdict_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    """Per run: separated or not on the variance-only measure, with its CI and what it rests on."""
+    lines = [
+        "Measure: the pre-squash Gaussian entropy Σ log σ(s), the HetStat's predictive variance itself, online states",
+        "against held-out expert states at the last evaluated step; per seed the gap's 95 % episode-cluster bootstrap",
+        "CI decides (above 0: separated; below 0: reversed, i.e. collapsed; containing 0: not separated).  H(s), the",
+        "thesis' sampled entropy, is shown beside it: it also moves with the tanh Jacobian at the composed action.",
+        "",
+    ]
+    for meta, table in runs:
+        verdict = verdict_of(meta, table)
+        lines += [f"■ {figures.run_label(meta)}   ({meta['run_dir']})", f"  {verdict.sentence}"]
+        for s in verdict.seeds:
+            lines.append(
+                f"    seed {s.seed}: {s.outcome:<13} Σ log σ gap {s.gap:+.2f} [{s.low:+.2f}, {s.high:+.2f}], "
+                f"AUROC {s.auroc:.3f} (H: {s.auroc_h:.3f})"
+            )
+        lines += [f"  ⚠ {w}" for w in verdict.warnings]
+        lines.append("")
+    return _text_page("Verdict", lines)
+
+
 def summary_table(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
     header = (
-        f"{'run':<34}{'step':>6}{'H train':>9}{'H valid':>9}{'H online':>10}{'AUROC v':>9}{'AUROC t':>9}"
-        f"{'best v (step)':>15}{'success':>9}"
+        f"{'run':<34}{'step':>6}{'H valid':>9}{'H online':>10}{'AUROC H':>9}{'AUROC σ':>9}"
+        f"{'Σlogσ gap':>11}{'best σ (step)':>15}{'success':>9}"
     )
     lines = [header, "-" * len(header)]
     for meta, table in runs:
@@ -113,27 +146,28 @@ def summary_table(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
         last = table[table.step == last_step]
         online_all = table[table.split == "online"]
         mean = lambda split, col, last=last: last[last.split == split][col].mean()
-        by_step = online_all.groupby("step").auroc_valid.mean()
+        by_step = online_all.groupby("step").auroc_gauss_valid.mean()
         label = figures.run_label(meta)[:33]
         lines.append(
-            f"{label:<34}{int(last_step):>6}{mean('train', 'entropy'):>9.2f}{mean('valid', 'entropy'):>9.2f}"
+            f"{label:<34}{int(last_step):>6}{mean('valid', 'entropy'):>9.2f}"
             f"{mean('online', 'entropy'):>10.2f}{mean('online', 'auroc_valid'):>9.3f}"
-            f"{mean('online', 'auroc_train'):>9.3f}"
-            f"{by_step.max():>9.3f} ({int(by_step.idxmax())}){mean('online', 'success_rate'):>8.0%}"
+            f"{mean('online', 'auroc_gauss_valid'):>9.3f}{mean('online', 'gap_gauss_valid'):>+11.2f}"
+            f"{by_step.max():>9.3f} ({int(by_step.idxmax()):>4}){mean('online', 'success_rate'):>8.0%}"
         )
-    lines += ["", "Per seed at the last step (gap = H(online) − H(held-out), 95 % cluster-bootstrap CI):", ""]
+    lines += ["", "Per seed at the last step (gaps online − held-out, 95 % cluster-bootstrap CI):", ""]
     for meta, table in runs:
         last = table[(table.step == table.step.max()) & (table.split == "online")]
         for r in last.itertuples():
             lines.append(
-                f"  {figures.run_label(meta)[:40]:<41} seed {r.seed}: gap {r.gap_valid:+.2f} "
-                f"[{r.gap_valid_lo:+.2f}, {r.gap_valid_hi:+.2f}], AUROC {r.auroc_valid:.3f}, "
-                f"Gaussian-entropy AUROC {r.auroc_gauss_valid:.3f}, success {r.success_rate:.0%}"
+                f"  {figures.run_label(meta)[:40]:<41} seed {r.seed}: Σ log σ gap {r.gap_gauss_valid:+.2f} "
+                f"[{r.gap_gauss_valid_lo:+.2f}, {r.gap_gauss_valid_hi:+.2f}], AUROC σ {r.auroc_gauss_valid:.3f}; "
+                f"H gap {r.gap_valid:+.2f} [{r.gap_valid_lo:+.2f}, {r.gap_valid_hi:+.2f}], AUROC H {r.auroc_valid:.3f}"
             )
     lines += [
         "",
-        "Columns: mean over seeds; AUROC v / t = online vs held-out / training expert states, scored",
-        "by the per-state entropy; 'best v' = the highest seed-mean AUROC vs held-out over all steps.",
+        "Columns: mean over seeds at the last step, online vs held-out expert states.  AUROC H: scored by the sampled",
+        "entropy H(s); AUROC σ and Σlogσ gap: by the variance-only Gaussian entropy Σ log σ(s), the measure the",
+        "verdict rests on; 'best σ' = the highest seed-mean AUROC σ over all steps.  NaN CI: one held-out episode.",
     ]
     return _text_page("Summary", lines, mono=True)
 
@@ -147,6 +181,8 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
     out.parent.mkdir(parents=True, exist_ok=True)
     pages = {
         "cover": cover_page(runs),
+        "verdict": verdict_page(runs),
+        "overlay": figures.comparison_overlay(runs),
         "entropy": figures.entropy_curves(runs, "entropy"),
         "gaussian_entropy": figures.entropy_curves(runs, "gaussian_entropy"),
         "separation": figures.separation_curves(runs),
@@ -163,7 +199,7 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         ) as pdf:
             for name, fig in pages.items():
                 pdf.savefig(fig)
-                if name not in ("cover", "summary"):
+                if name not in ("cover", "verdict", "summary"):
                     png = out.with_name(f"{out.stem}_{name}.png")
                     fig.savefig(png, bbox_inches="tight")
                     pngs.append(png)

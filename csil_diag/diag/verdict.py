@@ -1,0 +1,106 @@
+"""What an entropy run found, in words: does the HetStat's own uncertainty separate online from expert states?
+
+The verdict rests on the variance-only measure, the pre-squash Gaussian entropy Σᵢ log σᵢ(s): the sampled entropy
+H(s) also carries log|tanh'| at the composed action, which moves with the VLA's action (residual mode) or with a
+saturated mean even where σ is identical on every state. H is reported beside it, never instead of it.
+
+Per seed, at the last evaluated step, the gap mean Σ log σ(online) − mean Σ log σ(held-out) with its 95 %
+episode-cluster bootstrap CI decides: CI above 0 → separated, below 0 → reversed (online states *more* certain:
+the collapse), containing 0 → not separated. Identical σ on every state gives a gap of exactly 0: not separated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+# Below these the numbers can still be reported, but not trusted for a conclusion.
+MIN_SEEDS = 3
+MIN_EPISODES = 10
+MIN_VALID_DEMOS = 5
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    seed: int
+    outcome: str  # separated | not separated | reversed | undetermined
+    gap: float  # Gaussian-entropy gap, online − held-out [nats]
+    low: float
+    high: float
+    auroc: float  # AUROC of Σ log σ, online vs held-out
+    auroc_h: float  # AUROC of H (the thesis' measure), for comparison
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # separated | not separated | reversed | mixed | undetermined
+    sentence: str
+    step: int
+    seeds: list[SeedVerdict]
+    episodes: int  # online rollouts per point
+    valid_demos: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def seed_outcome(gap: float, low: float, high: float) -> str:
+    """The outcome of one seed's Gaussian-entropy gap and its 95 % CI."""
+    if gap == 0.0 and not (low < 0.0 or high > 0.0):  # σ identical everywhere: nothing to separate, CI or not
+        return "not separated"
+    if math.isnan(low) or math.isnan(high):
+        return "undetermined"
+    if low > 0.0:
+        return "separated"
+    if high < 0.0:
+        return "reversed"
+    return "not separated"
+
+
+def run_verdict(table: pd.DataFrame, episodes: int, valid_demos: int) -> Verdict:
+    """The verdict of one run's entropy table (rows as written by ``csil-diag entropy``) at its last step."""
+    step = int(table.step.max())
+    online = table[(table.split == "online") & (table.step == step)].sort_values("seed")
+    seeds = [
+        SeedVerdict(
+            int(r.seed),
+            seed_outcome(r.gap_gauss_valid, r.gap_gauss_valid_lo, r.gap_gauss_valid_hi),
+            float(r.gap_gauss_valid),
+            float(r.gap_gauss_valid_lo),
+            float(r.gap_gauss_valid_hi),
+            float(r.auroc_gauss_valid),
+            float(r.auroc_valid),
+        )
+        for r in online.itertuples()
+    ]
+    outcomes = [s.outcome for s in seeds]
+    n = len(seeds)
+    outcome = outcomes[0] if len(set(outcomes)) == 1 else "mixed"
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
+    auroc = sum(s.auroc for s in seeds) / n
+    auroc_h = sum(s.auroc_h for s in seeds) / n
+    meaning = {
+        "separated": "the HetStat's variance is higher on online states than on held-out expert states",
+        "not separated": "the HetStat's variance does not tell online from held-out expert states",
+        "reversed": "the HetStat is MORE certain on online states than on held-out expert states (collapse)",
+        "mixed": f"the seeds disagree ({counts})",
+        "undetermined": "too few held-out episodes for a confidence interval",
+    }[outcome]
+    sentence = (
+        f"{outcome.upper()} at step {step}: {meaning}; variance-only AUROC {auroc:.2f} "
+        f"(H: {auroc_h:.2f}), {n} seed{'s' * (n != 1)} × {episodes} rollouts vs {valid_demos} held-out demos."
+    )
+    warnings = []
+    if n < MIN_SEEDS:
+        warnings.append(f"only {n} seed{'s' * (n != 1)}: rerun with --seeds 0,1,2 (or more) before concluding")
+    if episodes < MIN_EPISODES:
+        warnings.append(f"only {episodes} online rollouts per point: use --episodes {MIN_EPISODES} or more")
+    if valid_demos < MIN_VALID_DEMOS:
+        warnings.append(f"only {valid_demos} held-out demos: generate more demos")
+    h_separates = auroc_h >= 0.6 and auroc < 0.6
+    if h_separates:
+        warnings.append(
+            "H separates but Σ log σ does not: H's difference comes from the tanh Jacobian at the composed action "
+            "(the VLA's action or a saturated mean), not from the HetStat's uncertainty"
+        )
+    return Verdict(outcome, sentence, step, seeds, episodes, valid_demos, warnings)
