@@ -9,6 +9,7 @@ atomic rename, only once it holds every requested demo.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -27,6 +28,8 @@ from csil_diag.data.experts import ExpertConfig, make_expert
 from csil_diag.data.robomimic import Episode, check_robomimic, demo_sort_key, finalize, write_episode
 from csil_diag.envs.tasks import RobosuiteTask, camera_names, env_args, make_env, task_spec
 from csil_diag.errors import UserError
+from csil_diag.procs import die_with_parent, spawner
+from csil_diag.runs import check_output_file
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,10 @@ class DemoConfig:
             raise UserError(f"--n must be at least 1 (got {self.n})")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise UserError(f"--valid-fraction must be in [0, 1) (got {self.valid_fraction})")
-        if self.noise < 0 or self.speed_jitter < 0:
-            raise UserError("--noise and --speed-jitter must be ≥ 0")
+        if not (self.noise >= 0 and self.speed_jitter >= 0 and math.isfinite(self.noise + self.speed_jitter)):
+            raise UserError(f"--noise and --speed-jitter must be numbers ≥ 0 (got {self.noise}, {self.speed_jitter})")
+        if self.seed < 0:
+            raise UserError(f"--seed must be a non-negative integer (got {self.seed})")
         if not 8 <= self.image_size <= 1024:
             raise UserError(f"image size {self.image_size} is out of range; use 8 … 1024 pixels")
 
@@ -125,8 +130,10 @@ _WORKER_ENV: RobosuiteTask | None = None
 _WORKER_CONFIG: DemoConfig | None = None
 
 
-def _worker_init(config: DemoConfig) -> None:
+def _worker_init(config: DemoConfig, parent_pid: int | None = None, main_thread: bool = True) -> None:
     global _WORKER_ENV, _WORKER_CONFIG
+    if parent_pid is not None:  # None: in-process (workers=1)
+        die_with_parent(parent_pid, main_thread)
     _WORKER_CONFIG = config
     _WORKER_ENV = make_env(config.task, cameras=config.cameras, image_size=config.image_size, seed=config.seed)
 
@@ -159,7 +166,9 @@ def _episodes_in_order(config: DemoConfig, first_attempt: int, workers: int) -> 
             yield _worker_run(attempt)
             attempt += 1
     ctx = get_context("spawn")  # jax/GL state must not be forked
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config,)) as pool:
+    # spawner(): the pool starts its workers at the first submit, below, in this same thread.
+    initargs = (config, *spawner())
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=initargs) as pool:
         pending: list[Future[Episode]] = []
         next_attempt = first_attempt
         try:
@@ -181,12 +190,9 @@ def _partial_path(out: Path) -> Path:
 def _prepare_partial(out: Path, config: DemoConfig, env_args: dict[str, Any]) -> Path:
     """Create, resume or extend ``<out>.partial``; returns its path."""
     partial = _partial_path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the directory {out.parent} ({exc.strerror}); choose another --out") from None
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"cannot write to {out.parent}; choose another --out")
+    check_output_file(out)
+    check_output_file(partial, "--out's work file")
+    out.parent.mkdir(parents=True, exist_ok=True)
     if partial.exists():
         try:
             with h5py.File(partial, "r") as f:

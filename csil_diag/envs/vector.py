@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 
 from csil_diag.envs.tasks import make_env
+from csil_diag.procs import die_with_parent, spawner
 
 
-def _worker(conn: Any, task: str, n_envs: int, env_kwargs: dict[str, Any]) -> None:
+def _worker(conn: Any, task: str, n_envs: int, env_kwargs: dict[str, Any], parent: tuple[int, bool]) -> None:
+    die_with_parent(*parent)  # a busy worker would not notice its parent's death through the pipe
     envs = []
     try:
         envs = [make_env(task, **env_kwargs) for _ in range(n_envs)]
@@ -68,11 +70,12 @@ class VectorEnv:
             self._where = [(0, i) for i in range(n_envs)]
             return
         ctx = mp.get_context("spawn")
+        parent_info = spawner()
         counts = [n_envs // self.workers + (w < n_envs % self.workers) for w in range(self.workers)]
         self._where = [(w, i) for w, c in enumerate(counts) for i in range(c)]
         for count in counts:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, task, count, env_kwargs), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, task, count, env_kwargs, parent_info), daemon=True)
             proc.start()
             child.close()
             self._procs.append(proc)
