@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from csil_diag.errors import UserError
+from csil_diag.ui import console, err_console  # noqa: F401  (err_console: re-exported for older callers)
+from csil_diag.ui import count_bar as _count_bar
+from csil_diag.ui import make_progress as _progress
 
 app = typer.Typer(
     help="CSIL-residual training and stationarity diagnostics for HetStat policies on VLA embeddings.",
@@ -31,34 +33,20 @@ def _register_vla() -> None:
 
 _register_vla()
 
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
-
 
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in (value or "").split(",") if x.strip())
 
 
-def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+def _seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
+    """'0,1,2' → (0, 1, 2); anything else is a one-line error naming the option."""
+    try:
+        seeds = tuple(int(x) for x in _csv(value))
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated non-negative integers such as 0,1,2 (got {value!r})") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"{option} takes comma-separated non-negative integers such as 0,1,2 (got {value!r})")
+    return seeds
 
 
 # ------------------------------------------------------------------------------------------ demos
@@ -82,6 +70,7 @@ def demos(
     if task is None or out is None:
         raise UserError("csil-diag demos needs --task and --out (or a subcommand: info, replay)")
     from csil_diag.data.demos import DemoConfig, generate_demos
+    from csil_diag.procs import terminate_as_interrupt
 
     config = DemoConfig(
         task=task,
@@ -104,7 +93,8 @@ def demos(
         progress.update(bars["demos"], completed=have, status=f"{attempts} attempts ({rate:.0f} % ok)")
 
     try:
-        summary = generate_demos(config, out, workers=workers, on_progress=update)
+        with terminate_as_interrupt():  # SIGTERM (schedulers, timeout) keeps <out>.partial like Ctrl-C
+            summary = generate_demos(config, out, workers=workers, on_progress=update)
     except KeyboardInterrupt:
         progress.stop()
         print(
@@ -121,6 +111,11 @@ def demos(
         f"in {summary.seconds:.1f} s with {workers} worker(s)"
         + (f"; resumed from {summary.resumed_from}" if summary.resumed_from else "")
     )
+    if summary.demos > n:
+        console.print(
+            f"note: {out} already held {summary.demos} demos, more than the {n} asked for; all are kept "
+            "(a file is only ever extended; use another --out for a smaller one)"
+        )
 
 
 @demos_app.command("info")
@@ -160,6 +155,8 @@ def demos_replay(
     from csil_diag.data.replay import replay_demos
     from csil_diag.data.robomimic import read_info
 
+    if n < 1:
+        raise UserError(f"--n must be at least 1 (got {n}); it counts demos from the first")
     names = list(read_info(path).demos[:n])
     results = replay_demos(path, names)
     table = Table("demo", "steps", "recorded", "replayed", "max |Δobject|")
@@ -213,7 +210,7 @@ def entropy(
         "k_samples": k,
         "std_floor": std_floor,
         "checkpoints": checkpoints,
-        "seeds": tuple(int(x) for x in _csv(seeds)) if seeds else None,
+        "seeds": _seeds(seeds) if seeds is not None else None,
         "model": str(model) if model is not None else None,
         "site": site,
         "replan": replan,
@@ -227,7 +224,12 @@ def entropy(
         bc=BCConfig(**{**config.bc.__dict__, **{k: v for k, v in bc.items() if v is not None}}),
     )
     workers = workers or (os.cpu_count() or 1)
-    run = EntropyRun(config, out, workers, on_embed=_count_bar("π0 embeddings of the demos"))
+    with EntropyRun(config, out, workers, on_embed=_count_bar("π0 embeddings of the demos")) as run:
+        table = _run_entropy(run, out)
+    _print_entropy_summary(table, run.config, out)
+
+
+def _run_entropy(run, out: Path):
     config = run.config  # with the VLA model resolved
     points = config.points
     total = len(points) * len(config.seeds)
@@ -255,7 +257,7 @@ def entropy(
                 file=sys.stderr,
             )
             raise typer.Exit(130) from None
-    _print_entropy_summary(table, config, out)
+    return table
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -301,21 +303,6 @@ def _print_entropy_summary(table, config, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ embed
-def _count_bar(description: str):
-    """A progress callback ``(done, total)`` that draws a bar from its first call and removes it when done."""
-    progress, bars = _progress(), {}
-
-    def update(done: int, total: int) -> None:
-        if not bars:
-            progress.start()
-            bars["bar"] = progress.add_task(description, total=total, status="")
-        progress.update(bars["bar"], completed=done)
-        if done >= total:
-            progress.stop()
-
-    return update
-
-
 @app.command()
 def embed(
     demos: Path = typer.Option(..., help="robomimic HDF5 with camera images (agentview, wrist)"),

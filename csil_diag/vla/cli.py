@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from csil_diag.errors import UserError
+from csil_diag.ui import console, count_bar, training_bar
 
 vla_app = typer.Typer(
     help="π0 in flax: openpi compatibility checks and parameter trees.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
 DTYPE_CHOICES = {"both": ("float32", "bfloat16"), "float32": ("float32",), "bfloat16": ("bfloat16",)}
 
@@ -99,17 +96,18 @@ def eval_model(
     """Success rate of the model acting alone (chunked execution, envs batched into one model call)."""
     import os
 
-    from csil_diag.cli import _count_bar
+    from csil_diag.runs import check_output_file
     from csil_diag.vla.evaluate import EvalConfig, default_out, evaluate_model, write_result
     from csil_diag.vla.policy import resolve_model_dir
 
     config = EvalConfig(task=task, episodes=episodes, replan=replan, seed=seed, horizon=horizon, envs=envs)
     model_dir = resolve_model_dir(model)
-    bar = _count_bar(f"{task} episodes")
+    target = check_output_file(out or default_out(model_dir, config))
+    bar = count_bar(f"{task} episodes")
     result = evaluate_model(
         model_dir, config, workers=workers or (os.cpu_count() or 1), on_step=lambda done, _: bar(done, episodes)
     )
-    path = write_result(result, out or default_out(model_dir, config))
+    path = write_result(result, target)
     console.print(result.line())
     console.print(f"wrote {path}")
 
@@ -123,42 +121,6 @@ def _command_line() -> str:
     import shlex
 
     return " ".join(shlex.quote(a) for a in ["csil-diag", *sys.argv[1:]])
-
-
-@contextmanager
-def training_bar(title: str) -> Iterator[tuple]:
-    """(on_progress, on_status) callbacks for :func:`train.run_training` drawing a rich bar with ETA on stderr;
-    without a terminal (a log file), one plain line every 5 % instead."""
-    import math
-    import time
-
-    from csil_diag.cli import _progress, err_console
-
-    progress, bars, start = _progress(), {}, time.perf_counter()
-
-    def on_status(text: str) -> None:
-        if bars:
-            progress.update(bars["bar"], status=text)
-        else:
-            err_console.print(f"[dim]{title}: {text}…[/dim]")
-
-    def on_progress(step: int, total: int, loss: float) -> None:
-        if not bars:
-            progress.start()
-            bars["bar"] = progress.add_task(title, total=total, completed=step, status="compiling")
-            bars["first"] = bars["next"] = step
-        status = "compiling" if math.isnan(loss) else f"loss {loss:.4f}"
-        progress.update(bars["bar"], completed=step, status=status)
-        if not err_console.is_terminal and not math.isnan(loss) and step >= bars["next"]:
-            bars["next"] = step + max(1, total // 20)
-            rate = (step - bars["first"]) / (time.perf_counter() - start)
-            eta = (total - step) / max(rate, 1e-9)
-            err_console.print(f"{title}: step {step}/{total}, {status}, {rate:.2f} steps/s, ETA {eta / 60:.1f} min")
-
-    try:
-        yield on_progress, on_status
-    finally:
-        progress.stop()
 
 
 def _run_training(job, title: str) -> None:

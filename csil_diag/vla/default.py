@@ -95,9 +95,9 @@ def _make_demos(path: Path, progress: bool) -> None:
     workers = min(os.cpu_count() or 1, DEFAULT_DEMOS.n)
     on_progress = None
     if progress:
-        from csil_diag.cli import _count_bar
+        from csil_diag.ui import count_bar
 
-        bar = _count_bar("default π0: lift demos")
+        bar = count_bar("default π0: lift demos")
         on_progress = lambda have, _attempts, _steps: bar(have, DEFAULT_DEMOS.n)
     generate_demos(DEFAULT_DEMOS, path, workers=workers, on_progress=on_progress)
 
@@ -106,7 +106,7 @@ def _train(job: TrainJob, progress: bool) -> None:
     if not progress:
         run_training(job)
         return
-    from csil_diag.vla.cli import training_bar
+    from csil_diag.ui import training_bar
 
     with training_bar("default π0: training") as (on_progress, on_status):
         run_training(job, on_progress=on_progress, on_status=on_status)
