@@ -28,7 +28,12 @@ app.add_typer(demos_app, name="demos")
 def _register_vla() -> None:
     from csil_diag.vla.cli import vla_app
 
-    app.add_typer(vla_app, name="vla", help="π0 in flax: openpi checkpoints, fixtures, parameter trees.")
+    app.add_typer(
+        vla_app,
+        name="vla",
+        help="π0 in flax: pretrain / finetune (full, lora, lora-frozen-vision), eval, diff, openpi checkpoints, "
+        "fixtures, parameter trees, bench.",
+    )
 
 
 _register_vla()
@@ -53,7 +58,7 @@ def _seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
 @demos_app.callback(invoke_without_command=True)
 def demos(
     ctx: typer.Context,
-    task: str = typer.Option(None, help="lift, can or square"),
+    task: str = typer.Option(None, help="lift, can or square  [required]"),
     n: int = typer.Option(200, "--n", help="number of successful demos to write"),
     cameras: str = typer.Option("", help="comma-separated: agentview,wrist (none: low-dim only)"),
     image_size: int = typer.Option(84, help="camera image height = width, pixels"),
@@ -62,7 +67,7 @@ def demos(
     seed: int = typer.Option(0, help="base seed (attempt i uses a seed derived from it)"),
     valid_fraction: float = typer.Option(0.1, help="fraction of demos in mask/valid"),
     workers: int = typer.Option(0, help="worker processes (0: one per core)"),
-    out: Path = typer.Option(None, help="output HDF5 (robomimic layout)"),
+    out: Path = typer.Option(None, help="output HDF5 (robomimic layout)  [required]"),
 ) -> None:
     """Generate expert demos: `csil-diag demos --task can --n 200 --out data/can.hdf5`."""
     if ctx.invoked_subcommand is not None:
@@ -177,18 +182,20 @@ def entropy(
     demos: Path = typer.Option(..., help="robomimic HDF5 with mask/train and mask/valid"),
     out: Path = typer.Option(..., help="run directory (re-running resumes it)"),
     preset: str = typer.Option(None, help="quick (minutes on 2 cores) | thesis (5k steps, 25 rollouts)"),
-    steps: int = typer.Option(None, help="BC steps [20000]"),
-    every: int = typer.Option(None, help="evaluate every this many steps [2000]"),
-    episodes: int = typer.Option(None, help="stochastic rollouts per point (online states) [10]"),
-    eval_episodes: int = typer.Option(None, help="deterministic rollouts per point (success rate) [10]"),
-    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2]"),
-    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32]"),
+    steps: int = typer.Option(None, help="BC steps [20000; quick 1000; thesis 5000]"),
+    every: int = typer.Option(None, help="evaluate every this many steps [2000; quick 250; thesis 1000]"),
+    episodes: int = typer.Option(None, help="stochastic rollouts per point (online states) [10; quick 4; thesis 25]"),
+    eval_episodes: int = typer.Option(
+        None, help="deterministic rollouts per point (success rate) [10; quick 4; thesis 25]"
+    ),
+    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2; quick 0]"),
+    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32; quick 16]"),
     lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
     batch_size: int = typer.Option(None, help="BC batch size [256]"),
     covariance: str = typer.Option(None, help="full (faithful, default) | diagonal (speed studies only)"),
     activation: str = typer.Option(None, help="periodic_relu (default) | triangle | sin_cos"),
     std_floor: float = typer.Option(None, help="floor on the per-feature std used to normalise inputs [0.01]"),
-    checkpoints: str = typer.Option(None, help="every (params at every point) | last"),
+    checkpoints: str = typer.Option(None, help="every (params at every point) | last  [every; quick last]"),
     workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
     model: Path = typer.Option(None, help="π0 checkpoint for pi0 / residual modes (default: the embedded tiny model)"),
     mode: str = typer.Option(None, help="head, residual or ensemble on the VLA action (default: residual with pi0)"),

@@ -22,9 +22,14 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 stamp=.venv/.csil-diag-installed
 want=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating .venv with csil-diag and its pinned dependencies (about a minute)"
+  echo "setup: creating .venv with csil-diag and its pinned dependencies (pip's log: .venv/setup.log)"
   "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  log=.venv/setup.log
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "setup: pip failed; the whole log is in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
+  echo "setup: .venv ready ($(.venv/bin/python --version), csil-diag $(.venv/bin/python -c 'import csil_diag; print(csil_diag.__version__)'))"
 fi

@@ -215,7 +215,7 @@ def test_entropy_run_with_pi0_input_composes_with_the_vla(
     saved = json.loads((out / "config.json").read_text())
     assert saved["identity"]["vla_model"] == run.vla.fingerprint and saved["identity"]["site"] == "state"
     assert saved["vla"]["width"] == SMALL.expert.width
-    with pytest.raises(UserError, match="other settings \\(vla_model\\)"):
+    with pytest.raises(UserError, match=r"other settings: --model \(its fingerprint\)"):
         EntropyRun(_entropy_config(demos, models[1]), out, workers=0)
 
 

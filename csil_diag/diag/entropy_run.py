@@ -166,7 +166,16 @@ OPTION_NAMES: dict[str, str] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on 2 cores: the README's main command.
-    "quick": {"steps": 1000, "every": 250, "episodes": 4, "eval_episodes": 4, "seeds": (0,), "k_samples": 16},
+    # Only the last parameters are kept (the full-width HetStat is ~40 MB a checkpoint).
+    "quick": {
+        "steps": 1000,
+        "every": 250,
+        "episodes": 4,
+        "eval_episodes": 4,
+        "seeds": (0,),
+        "k_samples": 16,
+        "checkpoints": "last",
+    },
     # Thesis App. B / §6.3.1: 5k BC steps at lr 1e-4, 25 rollouts per point.
     "thesis": {"steps": 5000, "every": 1000, "episodes": 25, "eval_episodes": 25, "seeds": (0, 1, 2)},
 }

@@ -17,7 +17,7 @@ from csil_diag import __version__
 from csil_diag.diag.verdict import Verdict, run_verdict
 from csil_diag.errors import UserError
 from csil_diag.report import figures
-from csil_diag.runs import check_output_file, now_utc, read_json_file, read_parquet_file
+from csil_diag.runs import check_output_file, now_utc, read_json_file, read_parquet_file, umask_mode
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,7 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
                     fig.savefig(png, bbox_inches="tight")
                     pngs.append(png)
                 plt.close(fig)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
