@@ -281,12 +281,11 @@ def _print_entropy_summary(table, config, out: Path) -> None:
     )
     summary = Table(
         "seed",
-        "expert train H",
-        "expert valid H",
-        "online H",
-        "AUROC vs valid",
-        "AUROC vs train",
-        "gap vs valid [95 % CI]",
+        "H valid / online",
+        "AUROC H",
+        "AUROC Σlogσ",
+        "Σlogσ gap vs valid [95 % CI]",
+        "H gap vs valid [95 % CI]",
         "success",
         title=title,
     )
@@ -295,17 +294,20 @@ def _print_entropy_summary(table, config, out: Path) -> None:
         on = by["online"]
         summary.add_row(
             str(seed),
-            f"{by['train'].entropy:.2f}",
-            f"{by['valid'].entropy:.2f}",
-            f"{on.entropy:.2f}",
+            f"{by['valid'].entropy:.2f} / {on.entropy:.2f}",
             f"{on.auroc_valid:.3f}",
-            f"{on.auroc_train:.3f}",
+            f"{on.auroc_gauss_valid:.3f}",
+            f"{on.gap_gauss_valid:+.2f}" + _ci(on.gap_gauss_valid_lo, on.gap_gauss_valid_hi),
             f"{on.gap_valid:+.2f}" + _ci(on.gap_valid_lo, on.gap_valid_hi),
             "—" if math.isnan(on.success_rate) else f"{on.success_rate:.0%}",  # --eval-episodes 0
         )
     console.print(summary)
-    best = table[table.split == "online"].auroc_valid.max()
-    console.print(f"best AUROC (online vs held-out expert) over all points: {best:.3f}")
+    from csil_diag.diag.verdict import run_verdict
+
+    verdict = run_verdict(table, config.episodes, int(table[table.split == "valid"].n_episodes.iloc[0]))
+    console.print(f"verdict (variance-only measure Σ log σ): {verdict.sentence}")
+    for warning in verdict.warnings:
+        console.print(f"  warning: {warning}")
     console.print(f"wrote {out}/entropy.parquet ({len(table)} rows), {out}/config.json, checkpoints/ and states/")
 
 

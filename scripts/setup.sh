@@ -25,7 +25,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "setup: creating .venv with csil-diag and its pinned dependencies (pip's log: .venv/setup.log)"
   "$PYTHON" -m venv .venv
   log=.venv/setup.log
-  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } >"$log" 2>&1; then
+  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } >"$log" 2>&1 &
+  pip_pid=$!
+  started=$SECONDS
+  # A line every 20 s, so a log file (CI, nohup) never sits silent while pip works.
+  while kill -0 "$pip_pid" 2>/dev/null; do
+    for _ in $(seq 20); do kill -0 "$pip_pid" 2>/dev/null || break; sleep 1; done
+    kill -0 "$pip_pid" 2>/dev/null && echo "setup: pip still installing ($((SECONDS - started)) s; $(wc -l <"$log") log lines)"
+  done
+  if ! wait "$pip_pid"; then
     tail -n 20 "$log" >&2
     echo "setup: pip failed; the whole log is in $log" >&2
     exit 1
