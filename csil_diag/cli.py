@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -175,6 +177,62 @@ def demos_replay(
 
 
 # ---------------------------------------------------------------------------------------- entropy
+def _entropy_config(
+    task: str,
+    input: str,
+    demos: Path,
+    preset: str | None,
+    *,
+    steps: int | None = None,
+    every: int | None = None,
+    episodes: int | None = None,
+    eval_episodes: int | None = None,
+    seeds: str | None = None,
+    k: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    covariance: str | None = None,
+    activation: str | None = None,
+    std_floor: float | None = None,
+    checkpoints: str | None = None,
+    model: Path | None = None,
+    mode: str | None = None,
+    site: str = "state",
+    replan: int = 1,
+):
+    """The entropy run's config from the command line: the preset, then every option given explicitly."""
+    from dataclasses import replace
+
+    from csil_diag.config import BCConfig, HetStatConfig
+    from csil_diag.diag.entropy_run import EntropyConfig, apply_preset, default_mode
+
+    config = apply_preset(EntropyConfig(task=task, input=input, demos=str(demos)), preset)
+    given = {
+        "steps": steps,
+        "every": every,
+        "episodes": episodes,
+        "eval_episodes": eval_episodes,
+        "k_samples": k,
+        "std_floor": std_floor,
+        "checkpoints": checkpoints,
+        "seeds": _seeds(seeds) if seeds is not None else None,
+        "model": str(model) if model is not None else None,
+        "site": site,
+        "replan": replan,
+    }
+    hetstat = {"covariance": covariance, "activation": activation}
+    bc = {"learning_rate": lr, "batch_size": batch_size, "mode": mode or default_mode(input)}
+    return replace(
+        config,
+        **{k: v for k, v in given.items() if v is not None},
+        hetstat=HetStatConfig(**{**config.hetstat.__dict__, **{k: v for k, v in hetstat.items() if v is not None}}),
+        bc=BCConfig(**{**config.bc.__dict__, **{k: v for k, v in bc.items() if v is not None}}),
+    )
+
+
+_ENTROPY_OPTIONS = frozenset(inspect.signature(_entropy_config).parameters)  # what a command passes through
+
+
 @app.command()
 def entropy(
     task: str = typer.Option(..., help="lift, can or square"),
@@ -203,33 +261,9 @@ def entropy(
     replan: int = typer.Option(1, help="online: query π0 every this many steps (reusing its chunk)"),
 ) -> None:
     """Online vs expert action entropy during BC pre-training of a HetStat (thesis Fig. 6.4)."""
-    from dataclasses import replace
+    from csil_diag.diag.entropy_run import EntropyRun
 
-    from csil_diag.config import BCConfig, HetStatConfig
-    from csil_diag.diag.entropy_run import EntropyConfig, EntropyRun, apply_preset, default_mode
-
-    config = apply_preset(EntropyConfig(task=task, input=input, demos=str(demos)), preset)
-    given = {
-        "steps": steps,
-        "every": every,
-        "episodes": episodes,
-        "eval_episodes": eval_episodes,
-        "k_samples": k,
-        "std_floor": std_floor,
-        "checkpoints": checkpoints,
-        "seeds": _seeds(seeds) if seeds is not None else None,
-        "model": str(model) if model is not None else None,
-        "site": site,
-        "replan": replan,
-    }
-    hetstat = {"covariance": covariance, "activation": activation}
-    bc = {"learning_rate": lr, "batch_size": batch_size, "mode": mode or default_mode(input)}
-    config = replace(
-        config,
-        **{k: v for k, v in given.items() if v is not None},
-        hetstat=HetStatConfig(**{**config.hetstat.__dict__, **{k: v for k, v in hetstat.items() if v is not None}}),
-        bc=BCConfig(**{**config.bc.__dict__, **{k: v for k, v in bc.items() if v is not None}}),
-    )
+    config = _entropy_config(**{k: v for k, v in locals().items() if k in _ENTROPY_OPTIONS})
     workers = workers or (os.cpu_count() or 1)
     with EntropyRun(config, out, workers, on_embed=_count_bar("π0 embeddings of the demos")) as run:
         table = _run_entropy(run, out)
@@ -309,6 +343,147 @@ def _print_entropy_summary(table, config, out: Path) -> None:
     for warning in verdict.warnings:
         console.print(f"  warning: {warning}")
     console.print(f"wrote {out}/entropy.parquet ({len(table)} rows), {out}/config.json, checkpoints/ and states/")
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+@app.command("slice-sweep")
+def slice_sweep(
+    task: str = typer.Option(..., help="lift, can or square"),
+    demos: Path = typer.Option(..., help="robomimic HDF5 with camera images, mask/train and mask/valid"),
+    out: Path = typer.Option(..., help="sweep directory (re-running resumes or extends it)"),
+    widths: str = typer.Option("0,16,64,256", help="embedding widths; 0 = the low-dim reference; 'all' = the site's"),
+    object: str = typer.Option("with,without", "--object", help="with, without or with,without the oracle object"),
+    select: str = typer.Option("leading", help="leading (first w dims) and/or random:R (R seeded subsets), comma-sep"),
+    subset_seed: int = typer.Option(0, help="seed of the random subsets (recorded in each cell's --input)"),
+    backend: str = typer.Option("local", help="local (a process pool on this machine) | ray"),
+    address: str = typer.Option(None, help="Ray cluster address (ray backend; default: a new local instance)"),
+    parallel: int = typer.Option(0, help="concurrent runs (0: cores / --workers-per-run)"),
+    workers_per_run: int = typer.Option(1, help="env worker processes per run"),
+    preset: str = typer.Option(None, help="quick | thesis"),
+    steps: int = typer.Option(None, help="BC steps [20000; quick 1000; thesis 5000]"),
+    every: int = typer.Option(None, help="evaluate every this many steps [2000; quick 250; thesis 1000]"),
+    episodes: int = typer.Option(None, help="stochastic rollouts per point [10; quick 4; thesis 25]"),
+    eval_episodes: int = typer.Option(None, help="deterministic rollouts per point [10; quick 4; thesis 25]"),
+    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2; quick 0]"),
+    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32; quick 16]"),
+    lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
+    batch_size: int = typer.Option(None, help="BC batch size [256]"),
+    covariance: str = typer.Option(None, help="full | diagonal"),
+    activation: str = typer.Option(None, help="periodic_relu | triangle | sin_cos"),
+    std_floor: float = typer.Option(None, help="per-feature std floor of the input normaliser [0.01]"),
+    checkpoints: str = typer.Option(None, help="every | last  [every; quick last]"),
+    model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),
+    mode: str = typer.Option("residual", help="residual | ensemble | head: the same in every cell, width 0 included"),
+    site: str = typer.Option("state", help="π0 embedding site: state | actions | prefix"),
+) -> None:
+    """Thesis Fig. 6.5: the entropy diagnostic on growing parts of π0's embedding, with and without the object."""
+    from csil_diag.diag.sweep import Sweep, command_line, parse_object, parse_select, parse_widths, slice_cells
+    from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
+
+    base = _entropy_config(
+        **{k: v for k, v in locals().items() if k in _ENTROPY_OPTIONS and k != "model"}, input="joints", replan=1
+    )
+    model_dir = resolve_model_dir(model)
+    base = replace(base, model=str(model_dir))
+    site_width = VLAPolicy.load(model_dir, site=site, batch_size=1).width
+    selects = [parse_select(x.strip()) for x in select.split(",") if x.strip()]
+    cells = slice_cells(parse_widths(widths, site_width), parse_object(object), selects, site_width, "pi0", subset_seed)
+    cells = [replace(c, model=str(model_dir)) for c in cells]
+    sweep = Sweep(out, "slice-sweep", base, cells, command_line())
+    _run_sweep(sweep, backend, parallel, workers_per_run, address)
+
+
+@app.command()
+def compare(
+    models: str = typer.Option(
+        ..., help="comma-separated π0 checkpoints (e.g. the full, lora, lora-frozen-vision fine-tunes)"
+    ),
+    demos: Path = typer.Option(..., help="robomimic HDF5 with camera images, mask/train and mask/valid"),
+    task: str = typer.Option(..., help="lift, can or square"),
+    out: Path = typer.Option(..., help="sweep directory (re-running resumes or extends it)"),
+    labels: str = typer.Option(None, help="comma-separated names, one per model (default: the directory names)"),
+    base: Path = typer.Option(None, help="the checkpoint they were fine-tuned from: stores the `vla diff` audit"),
+    input: str = typer.Option("pi0+joints", "--input", help="the same feature spec for every model"),
+    backend: str = typer.Option("local", help="local | ray"),
+    address: str = typer.Option(None, help="Ray cluster address (ray backend; default: a new local instance)"),
+    parallel: int = typer.Option(0, help="concurrent runs (0: cores / --workers-per-run)"),
+    workers_per_run: int = typer.Option(1, help="env worker processes per run"),
+    preset: str = typer.Option(None, help="quick | thesis"),
+    steps: int = typer.Option(None, help="BC steps [20000; quick 1000; thesis 5000]"),
+    every: int = typer.Option(None, help="evaluate every this many steps [2000; quick 250; thesis 1000]"),
+    episodes: int = typer.Option(None, help="stochastic rollouts per point [10; quick 4; thesis 25]"),
+    eval_episodes: int = typer.Option(None, help="deterministic rollouts per point [10; quick 4; thesis 25]"),
+    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2; quick 0]"),
+    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32; quick 16]"),
+    lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
+    mode: str = typer.Option(None, help="residual (default with pi0) | ensemble | head"),
+    site: str = typer.Option("state", help="π0 embedding site: state | actions | prefix"),
+) -> None:
+    """Thesis Fig. 6.6: the same entropy diagnostic for several π0 checkpoints, identical settings and seeds."""
+    from csil_diag.diag.sweep import Sweep, command_line, compare_cells, write_audit
+    from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
+
+    base_config = _entropy_config(**{k: v for k, v in locals().items() if k in _ENTROPY_OPTIONS and k != "model"})
+    dirs = [resolve_model_dir(m) for m in _csv(models)]
+    names = list(_csv(labels)) if labels else [d.name for d in dirs]
+    widths = [VLAPolicy.load(d, site=site, batch_size=1).width for d in dirs]
+    cells = compare_cells(dirs, names, input, widths)
+    base_dir = resolve_model_dir(base) if base is not None else None
+    sweep = Sweep(out, "compare", replace(base_config, model=None), cells, command_line())
+    if base_dir is not None:
+        write_audit(out, base_dir, dirs, names)
+    _run_sweep(sweep, backend, parallel, workers_per_run, address)
+
+
+def _run_sweep(sweep, backend: str, parallel: int, workers_per_run: int, address: str | None) -> None:
+    from csil_diag.procs import terminate_as_interrupt
+
+    progress, bar = _progress(), {}
+
+    def on_progress(done: int, total: int, status: str) -> None:
+        if not bar:
+            progress.start()
+            bar["id"] = progress.add_task(f"sweep ({len(sweep.cells)} runs)", total=total, status="")
+        progress.update(bar["id"], completed=done, total=total, status=status)
+
+    options = {"backend": backend, "parallel": parallel, "workers_per_run": workers_per_run, "address": address}
+    try:
+        with terminate_as_interrupt():  # SIGTERM (a scheduler, timeout) stops the runs like Ctrl-C
+            result = sweep.run(**options, on_progress=on_progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        print(f"interrupted: finished points are kept in {sweep.path}; rerun the command to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    finally:
+        progress.stop()
+    _print_sweep_summary(result)
+
+
+def _print_sweep_summary(result) -> None:
+    from csil_diag.diag.verdict import run_verdict
+
+    table = Table("run", "seeds", "AUROC Σlogσ", "AUROC H", "verdict (Σ log σ)", title=f"sweep {result.path}")
+    summary = result.summary
+    for label, rows in summary.groupby("cell", sort=False) if not summary.empty else []:
+        last = rows[(rows.split == "online") & (rows.step == rows.step.max())]
+        valid = rows[rows.split == "valid"]
+        verdict = run_verdict(rows, int(last.n_episodes.iloc[0]), int(valid.n_episodes.iloc[0]))
+        table.add_row(
+            label,
+            str(last.seed.nunique()),
+            f"{last.auroc_gauss_valid.mean():.3f}",
+            f"{last.auroc_valid.mean():.3f}",
+            verdict.outcome,
+        )
+    console.print(table)
+    for label, message in result.failed.items():
+        console.print(f"[red]refused[/red] {label}: {message}")
+    console.print(
+        f"{result.cells} runs in {result.seconds / 60:.1f} min, CPU utilisation {100 * result.cpu_utilisation:.0f} %; "
+        f"wrote {result.path}/sweep.json, summary.parquet ({len(summary)} rows) and runs/"
+    )
+    if result.failed:
+        raise typer.Exit(2)
 
 
 # ------------------------------------------------------------------------------------------ embed

@@ -20,12 +20,13 @@ fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 stamp=.venv/.csil-diag-installed
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+EXTRAS=${CSIL_DIAG_EXTRAS:-test}  # scripts/test.sh adds ray (sweep backend tests)
+want=$( (cat pyproject.toml; echo "$EXTRAS") | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: creating .venv with csil-diag and its pinned dependencies (pip's log: .venv/setup.log)"
-  "$PYTHON" -m venv .venv
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   log=.venv/setup.log
-  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } >"$log" 2>&1 &
+  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[$EXTRAS]"; } >"$log" 2>&1 &
   pip_pid=$!
   started=$SECONDS
   # A line every 20 s, so a log file (CI, nohup) never sits silent while pip works.

@@ -2,7 +2,7 @@
 # Set up (idempotent), then lint and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+CSIL_DIAG_EXTRAS=test,ray bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest -q "$@"

@@ -88,3 +88,17 @@ def test_demo_features_from_hdf5(lift_demos: Path) -> None:
     assert train.x.shape[1] == 19 and train.actions.shape == (len(train.x), 7)
     assert len(train.demos) == 2 and len(valid.demos) == 1 and not set(train.demos) & set(valid.demos)
     assert set(np.unique(train.episode)) == {0, 1}
+
+
+def test_index_set_selection_is_exact_and_checked() -> None:
+    spec = InputSpec.parse("pi0{5,0,2}+joints")
+    assert str(spec) == "pi0{5,0,2}+joints"  # recorded exactly, in the order given
+    values = np.arange(24, dtype=np.float32).reshape(4, 6)
+    obs = {"robot0_joint_pos": np.zeros((4, 7)), "robot0_gripper_qpos": np.zeros((4, 2))}
+    x = featurize(spec, obs, {"pi0": values})
+    assert x.shape == (4, 3 + 9)
+    np.testing.assert_array_equal(x[:, :3], values[:, [5, 0, 2]])
+    with pytest.raises(UserError, match="selects column 5, outside pi0's width 4"):
+        featurize(spec, obs, {"pi0": values[:, :4]})
+    with pytest.raises(UserError, match="names a column twice"):
+        InputSpec.parse("pi0{1,1}")

@@ -123,8 +123,7 @@ def test_report_verdict_page_of_a_run_without_separation(tmp_path: Path) -> None
     (run / "config.json").write_text(json.dumps(meta))
     from csil_diag.report.pdf import load_run
 
-    page = verdict_page([load_run(run)])
-    text = "\n".join(t.get_text() for t in page.texts)
+    text = "\n".join(t.get_text() for page in verdict_page([load_run(run)]) for t in page.texts)
     assert "NOT SEPARATED at step 1000" in text
     assert all(f"seed {s}: not separated" in text for s in range(3))
     assert "only 6 online rollouts per point" in text

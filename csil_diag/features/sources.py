@@ -82,7 +82,7 @@ def check_widths(spec: InputSpec, widths: dict[str, int]) -> None:
     """Resolve every model source's slice against the model's width now, before any work is done."""
     for term in spec.sources:
         if term.name in widths:
-            term.bounds(widths[term.name])
+            term.columns(widths[term.name])
 
 
 def required_keys(spec: InputSpec) -> tuple[str, ...]:
@@ -111,6 +111,5 @@ def featurize(
             values = np.asarray(model_values[term.name])
         else:
             raise UserError(f"source {term.name!r} needs the model's values for these states (pass --model)")
-        start, stop = term.bounds(values.shape[-1])
-        parts.append(np.asarray(values[..., start:stop], np.float32))
+        parts.append(np.asarray(values[..., term.columns(values.shape[-1])], np.float32))
     return np.concatenate(parts, axis=-1)

@@ -33,6 +33,8 @@ plt.rcParams.update(
 
 
 def run_label(meta: dict) -> str:
+    if "label" in meta:  # a sweep's cell
+        return meta["label"]
     cfg = meta["config"]
     cov = cfg["hetstat"]["covariance"]
     label = f"{cfg['task']} · {cfg['input']}"
@@ -228,5 +230,43 @@ def comparison_overlay(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
     right.set_title("variance-only gap", fontsize=11)
     right.legend(loc="best", fontsize=7)
     fig.suptitle(f"All runs on one axis ({over_seeds([t for _, t in runs])})")
+    fig.tight_layout()
+    return fig
+
+
+def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
+    """Thesis Fig. 6.5: separation at the last step (AUROC online vs held-out) against embedding width, with and
+    without the oracle object state; mean and 95 % CI over seeds (and random subsets). Width 0 = joints only."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
+    widths = sorted(table.width.unique())
+    position = {w: i for i, w in enumerate(widths)}
+    styles = {
+        (True, "leading"): (PALETTE[0], "-", "o"),
+        (False, "leading"): (PALETTE[3], "-", "o"),
+        (True, "random"): (PALETTE[0], "--", "s"),
+        (False, "random"): (PALETTE[3], "--", "s"),
+    }
+    for ax, (name, title) in zip(
+        axes[0], (("gauss", "variance only: Σ log σ"), ("h", "sampled entropy H")), strict=True
+    ):
+        for (obj, selection), (color, ls, marker) in styles.items():
+            rows = table[(table.object == obj) & (table.selection.isin([selection, "none"]))].sort_values("width")
+            if rows.selection.eq("none").all():
+                continue
+            x = [position[w] + (0.06 if selection == "random" else 0.0) for w in rows.width]
+            mean = rows[f"auroc_{name}"].to_numpy()
+            low = (mean - rows[f"auroc_{name}_lo"]).fillna(0).to_numpy()
+            high = (rows[f"auroc_{name}_hi"] - mean).fillna(0).to_numpy()
+            label = f"{'with' if obj else 'without'} object, {selection}"
+            ax.errorbar(x, mean, yerr=[low, high], color=color, ls=ls, marker=marker, capsize=3, lw=1.6, label=label)
+        ax.axhline(0.5, color="grey", lw=1, ls=":")
+        ax.set_xticks(range(len(widths)), [str(w) if w else "0\n(joints)" for w in widths])
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel("π0 embedding dimensions in the input")
+        ax.set_ylabel("AUROC online vs held-out, last step")
+        ax.set_title(title, fontsize=11)
+        ax.legend(loc="lower left", fontsize=8)
+    n = f"{int(table.n.min())}–{int(table.n.max())}" if table.n.min() != table.n.max() else str(int(table.n.min()))
+    fig.suptitle(f"Separation against embedding width ({sweep['path']}; mean, 95 % CI over {n} seeds × subsets)")
     fig.tight_layout()
     return fig

@@ -14,6 +14,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from csil_diag import __version__
+from csil_diag.diag.sweep import separation_by_width
 from csil_diag.diag.verdict import Verdict, run_verdict
 from csil_diag.errors import UserError
 from csil_diag.report import figures
@@ -47,25 +48,33 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     return meta, frame
 
 
-def _text_page(title: str, lines: list[str], mono: bool = False) -> Figure:
-    """A landscape A4 page of text; long lines are wrapped, never cut."""
+LINES_PER_PAGE = 46
+
+
+def _text_pages(title: str, lines: list[str], mono: bool = False) -> list[Figure]:
+    """Landscape A4 pages of text; long lines are wrapped, never cut, and a long text continues on more pages."""
     width = 150 if mono else 125
     wrapped = [piece for line in lines for piece in (textwrap.wrap(line, width, subsequent_indent="      ") or [""])]
-    fig = plt.figure(figsize=(11.69, 8.27))
-    fig.text(0.05, 0.95, title, fontsize=16, weight="bold", va="top")
-    fig.text(
-        0.05,
-        0.90,
-        "\n".join(wrapped),
-        fontsize=8 if mono else 9.5,
-        va="top",
-        family="monospace" if mono else None,
-        linespacing=1.35,
-    )
-    return fig
+    chunks = [wrapped[i : i + LINES_PER_PAGE] for i in range(0, max(len(wrapped), 1), LINES_PER_PAGE)]
+    figs = []
+    for number, chunk in enumerate(chunks):
+        fig = plt.figure(figsize=(11.69, 8.27))
+        suffix = f" ({number + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+        fig.text(0.05, 0.95, title + suffix, fontsize=16, weight="bold", va="top")
+        fig.text(
+            0.05,
+            0.90,
+            "\n".join(chunk),
+            fontsize=8 if mono else 9.5,
+            va="top",
+            family="monospace" if mono else None,
+            linespacing=1.35,
+        )
+        figs.append(fig)
+    return figs
 
 
-def cover_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+def cover_page(runs: list[tuple[dict, pd.DataFrame]], sweeps: list[dict] | None = None) -> list[Figure]:
     lines = [
         f"csil-diag {__version__} · report generated {now_utc()}",
         "",
@@ -106,14 +115,24 @@ def cover_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in ("jax", "flax", "robosuite", "mujoco", "numpy") if k in v),
         f"Machine: {v.get('machine')} · {v.get('cpus')} CPUs · Python {v.get('python')}",
     ]
-    return _text_page("Stationarity analysis of the HetStat residual", lines)
+    for sweep in sweeps or []:
+        lines += [
+            "",
+            f"Sweep {sweep['path']} ({sweep['kind']}, {len(sweep['cells'])} runs): {sweep['command']}",
+            *(
+                f"  session {i}: {s.get('backend')} backend, {s.get('parallel')} concurrent runs, "
+                f"{s.get('seconds', '?')} s, CPU utilisation {s.get('cpu_utilisation', '?')}"
+                for i, s in enumerate(sweep.get("sessions", []))
+            ),
+        ]
+    return _text_pages("Stationarity analysis of the HetStat residual", lines)
 
 
 def verdict_of(meta: dict, table: pd.DataFrame) -> Verdict:
     return run_verdict(table, int(meta["config"]["episodes"]), int(meta["demos"]["valid_demos"]))
 
 
-def verdict_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+def verdict_page(runs: list[tuple[dict, pd.DataFrame]]) -> list[Figure]:
     """Per run: separated or not on the variance-only measure, with its CI and what it rests on."""
     lines = [
         "Measure: the pre-squash Gaussian entropy Σ log σ(s), the HetStat's predictive variance itself, online states",
@@ -132,10 +151,10 @@ def verdict_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
             )
         lines += [f"  ⚠ {w}" for w in verdict.warnings]
         lines.append("")
-    return _text_page("Verdict", lines)
+    return _text_pages("Verdict", lines)
 
 
-def summary_table(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
+def summary_table(runs: list[tuple[dict, pd.DataFrame]]) -> list[Figure]:
     header = (
         f"{'run':<34}{'step':>6}{'H valid':>9}{'H online':>10}{'AUROC H':>9}{'AUROC σ':>9}"
         f"{'Σlogσ gap':>11}{'best σ (step)':>15}{'success':>9}"
@@ -169,27 +188,74 @@ def summary_table(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
         "entropy H(s); AUROC σ and Σlogσ gap: by the variance-only Gaussian entropy Σ log σ(s), the measure the",
         "verdict rests on; 'best σ' = the highest seed-mean AUROC σ over all steps.  NaN CI: one held-out episode.",
     ]
-    return _text_page("Summary", lines, mono=True)
+    return _text_pages("Summary", lines, mono=True)
+
+
+def audit_page(audit: dict) -> list[Figure]:
+    """What each fine-tuning regime really changed: `vla diff` of every compared model against the base."""
+    lines = [f"‖ΔW‖ / ‖W‖ per parameter group, each model against the base {audit['base']}", ""]
+    models = audit["models"]
+    groups = list(dict.fromkeys(g["group"] for diffs in models.values() for g in diffs))
+    header = f"{'group':<44}" + "".join(f"{label[:22]:>24}" for label in models)
+    lines += [header, "-" * len(header)]
+    for group in groups:
+        cells = []
+        for diffs in models.values():
+            found = [g for g in diffs if g["group"] == group]
+            cells.append(f"{found[0]['relative']:>24.3f}" if found else f"{'—':>24}")
+        lines.append(f"{group[:43]:<44}" + "".join(cells))
+    lines += ["", "0.000: the group is bit-identical to the base (frozen by the regime)."]
+    return _text_pages("Parameter audit (vla diff)", lines, mono=True)
+
+
+def load_sweep(sweep_dir: Path) -> tuple[dict, list[tuple[dict, pd.DataFrame]]]:
+    """sweep.json and its finished runs, each labelled by its cell (a random subset's --input is unreadable)."""
+    meta = read_json_file(sweep_dir / "sweep.json", "rerun the sweep's command into another --out")
+    meta["path"] = str(sweep_dir)
+    runs = []
+    for cell in meta.get("cells", []):
+        run_dir = sweep_dir / "runs" / cell["label"]
+        if (run_dir / "entropy.parquet").exists():
+            run_meta, table = load_run(run_dir)
+            run_meta["label"] = cell["label"]
+            runs.append((run_meta, table.assign(cell=cell["label"], **cell.get("columns", {}))))
+    if not runs:
+        raise UserError(f"{sweep_dir} has no finished run yet; let the sweep finish a point first")
+    return meta, runs
 
 
 def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> ReportSummary:
-    """Write ``out`` (PDF) and ``<out stem>_<figure>.png`` beside it."""
+    """Write ``out`` (PDF) and ``<out stem>_<figure>.png`` beside it, from run and sweep directories."""
     if not run_dirs:
         raise UserError("give at least one run directory, e.g. csil-diag report runs/lift-lowdim")
     out = check_output_file(out)
-    runs = [load_run(d) for d in run_dirs]
+    runs, sweeps = [], []
+    for d in map(Path, run_dirs):
+        if (d / "sweep.json").exists():
+            sweep, cells = load_sweep(d)
+            sweeps.append((sweep, cells))
+            runs += cells
+        else:
+            runs.append(load_run(d))
     out.parent.mkdir(parents=True, exist_ok=True)
-    pages = {
-        "cover": cover_page(runs),
-        "verdict": verdict_page(runs),
-        "overlay": figures.comparison_overlay(runs),
-        "entropy": figures.entropy_curves(runs, "entropy"),
-        "gaussian_entropy": figures.entropy_curves(runs, "gaussian_entropy"),
-        "separation": figures.separation_curves(runs),
-        "per_dimension": figures.per_dimension(runs),
-        "success": figures.success_curves(runs),
-        "summary": summary_table(runs),
-    }
+    pages: list[tuple[str, Figure]] = [("cover", f) for f in cover_page(runs, [s for s, _ in sweeps])]
+    pages += [("verdict", f) for f in verdict_page(runs)]
+    for number, (sweep, cells) in enumerate(sweeps):
+        audit = Path(sweep["path"]) / "audit.json"
+        if audit.exists():
+            pages += [("audit", f) for f in audit_page(read_json_file(audit, "rerun `csil-diag compare` with --base"))]
+        if any("width" in t.columns for _, t in cells):
+            summary = pd.concat([t for _, t in cells], ignore_index=True)
+            pages.append((f"widths{number}", figures.width_headline(separation_by_width(summary), sweep)))
+    pages += [
+        ("overlay", figures.comparison_overlay(runs)),
+        ("entropy", figures.entropy_curves(runs, "entropy")),
+        ("gaussian_entropy", figures.entropy_curves(runs, "gaussian_entropy")),
+        ("separation", figures.separation_curves(runs)),
+        ("per_dimension", figures.per_dimension(runs)),
+        ("success", figures.success_curves(runs)),
+    ]
+    pages += [("summary", f) for f in summary_table(runs)]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     pngs = []
@@ -197,7 +263,7 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         with PdfPages(
             tmp, metadata={"Title": "csil-diag stationarity analysis", "Creator": f"csil-diag {__version__}"}
         ) as pdf:
-            for name, fig in pages.items():
+            for name, fig in pages:
                 pdf.savefig(fig)
                 if name not in ("cover", "verdict", "summary"):
                     png = out.with_name(f"{out.stem}_{name}.png")

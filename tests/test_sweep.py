@@ -1,0 +1,207 @@
+"""Sweeps: grid expansion and labels, reproducible random subsets, refusals, resume/extend, backends, report pages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from csil_diag.diag.entropy_run import EntropyRun
+from csil_diag.diag.sweep import (
+    Cell,
+    Sweep,
+    parse_object,
+    parse_select,
+    parse_widths,
+    random_subset,
+    slice_cells,
+)
+from csil_diag.errors import UserError
+from tests.test_entropy import tiny_config
+
+
+# ------------------------------------------------------------------------------------ grids
+def test_widths_select_object_parsing_and_refusals() -> None:
+    assert parse_widths("0,16,64,all", 256) == [0, 16, 64, 256]
+    assert parse_widths("64,16,16", 256) == [16, 64]
+    with pytest.raises(UserError, match=r"--widths 300 is outside the site's width: use 0 … 256"):
+        parse_widths("0,300", 256)
+    with pytest.raises(UserError, match="integers or 'all'"):
+        parse_widths("0,wide", 256)
+    assert parse_select("leading") == ("leading", 1) and parse_select("random:3") == ("random", 3)
+    for bad in ("random:0", "random:x", "first"):
+        with pytest.raises(UserError, match="--select must be leading or random:R"):
+            parse_select(bad)
+    assert parse_object("with,without") == [True, False]
+    with pytest.raises(UserError, match="--object takes"):
+        parse_object("maybe")
+
+
+def test_slice_cells_labels_inputs_and_reproducible_subsets() -> None:
+    cells = slice_cells([0, 16, 64], [True, False], [("leading", 1), ("random", 3)], 64, subset_seed=7)
+    labels = [c.label for c in cells]
+    assert len(labels) == len(set(labels))
+    # width 0: the low-dim reference; 16: leading + 3 random subsets; 64 = the full width: leading + one "random"
+    assert len(cells) == 2 * (1 + 4 + 2)
+    by = {c.label: c for c in cells}
+    assert by["w0000-lowdim-obj"].input == "joints+object" and by["w0000-lowdim-noobj"].input == "joints"
+    assert by["w0016-leading-obj"].input == "pi0[:16]+joints+object"
+    assert by["w0016-leading-noobj"].columns == {"width": 16, "selection": "leading", "subset": 0, "object": False}
+    subset = random_subset(64, 16, 1, 7)
+    assert by["w0016-random1-obj"].input == "pi0{" + ",".join(map(str, subset)) + "}+joints+object"
+    assert subset == random_subset(64, 16, 1, 7)  # reproducible from its seed
+    assert len(set(subset)) == 16 and subset != random_subset(64, 16, 0, 7) and subset != random_subset(64, 16, 1, 8)
+    assert subset != tuple(range(16))  # not the leading block
+    assert sorted(random_subset(64, 64, 0, 7)) == list(range(64))
+
+
+# ------------------------------------------------------------------------------------ running
+LOWDIM_CELLS = [
+    Cell("joints", "joints", None, {"object": False}),
+    Cell("joints-object", "joints+object", None, {"object": True}),
+]
+
+
+def _base(demos: Path, **kw):
+    return tiny_config(demos, input="joints", steps=2, every=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(lift_demos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sweeps") / "s"
+    result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2)
+    assert not result.failed
+    return out
+
+
+def test_sweep_directory_and_summary(tiny_sweep: Path) -> None:
+    meta = json.loads((tiny_sweep / "sweep.json").read_text())
+    assert [c["label"] for c in meta["cells"]] == ["joints", "joints-object"]
+    session = meta["sessions"][-1]
+    assert session["parallel"] == 2 and 0.0 < session["cpu_utilisation"] <= 1.0 and session["seconds"] > 0
+    assert meta["shared"]["kind"] == "test" and "input" not in meta["shared"]
+    summary = pd.read_parquet(tiny_sweep / "summary.parquet")
+    assert set(summary.cell) == {"joints", "joints-object"}
+    assert set(summary.groupby("cell").object.first().items()) == {("joints", False), ("joints-object", True)}
+    assert len(summary) == 2 * 2 * 3  # cells × points × splits
+    for label in ("joints", "joints-object"):  # each cell is an ordinary run directory
+        run = json.loads((tiny_sweep / "runs" / label / "config.json").read_text())
+        assert run["config"]["input"] == label.replace("-", "+")
+
+
+def test_a_cell_computes_what_a_plain_run_computes(lift_demos: Path, tiny_sweep: Path, tmp_path: Path) -> None:
+    """Resume and backend independence rest on this: a cell run in a pool worker equals the same run in-process,
+    started, interrupted and resumed."""
+
+    def stop(event: str, seed: int, step: int) -> None:
+        if event == "evaluate" and step == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "plain"
+    config = replace(_base(lift_demos), input="joints+object")
+    with pytest.raises(KeyboardInterrupt):
+        EntropyRun(config, out, workers=1).run(stop)
+    resumed = EntropyRun(config, out, workers=1).run()
+    cell = pd.read_parquet(tiny_sweep / "runs" / "joints-object" / "entropy.parquet")
+    pd.testing.assert_frame_equal(resumed, cell, check_exact=False, rtol=1e-5)
+
+
+def test_rerun_skips_extends_and_refuses_changed_settings(lift_demos: Path, tiny_sweep: Path, tmp_path: Path) -> None:
+    import shutil
+
+    sweep = tmp_path / "s"
+    shutil.copytree(tiny_sweep, sweep)
+    points = sweep / "runs" / "joints" / "points"
+    before = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
+    extra = Cell("eef", "eef", None, {"object": False})
+    result = Sweep(sweep, "test", _base(lift_demos, seeds=(0, 1)), [*LOWDIM_CELLS, extra], "test").run(parallel=2)
+    assert not result.failed and result.cells == 3
+    assert all(points.joinpath(n).stat().st_mtime_ns == t for n, t in before.items())  # nothing recomputed
+    assert set(result.summary.cell) == {"joints", "joints-object", "eef"}
+    assert set(result.summary.seed) == {0, 1}
+    with pytest.raises(UserError, match=r"other shared settings: --k 8 \(the run has 4\)"):
+        Sweep(sweep, "test", _base(lift_demos, k_samples=8), LOWDIM_CELLS, "test").run(parallel=1)
+    with pytest.raises(UserError, match="cell joints was 'joints'"):
+        Sweep(sweep, "test", _base(lift_demos), [Cell("joints", "eef+joints")], "test")
+
+
+def test_an_unreachable_ray_address_is_one_line(lift_demos: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    with pytest.raises(UserError, match=r"cannot reach a Ray cluster at 127\.0\.0\.1:9"):
+        Sweep(tmp_path / "s", "test", _base(lift_demos), LOWDIM_CELLS, "test").run(backend="ray", address="127.0.0.1:9")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a real local Ray instance
+    try:
+        result = Sweep(tmp_path / "s", "test", _base(lift_demos), LOWDIM_CELLS, "test").run(backend="ray")
+    finally:
+        ray.shutdown()
+    assert not result.failed
+    local = pd.read_parquet(tiny_sweep / "summary.parquet")
+    pd.testing.assert_frame_equal(result.summary, local, check_exact=True)
+
+
+def test_a_slice_sweep_report_has_the_width_headline(lift_demos: Path, tmp_path: Path) -> None:
+    """eef stands in for π0's embedding (8 wide): the grid, the width table and the report's headline page."""
+    from csil_diag.diag.sweep import separation_by_width
+    from csil_diag.report.pdf import build_report
+
+    cells = slice_cells([0, 4], [True], [("leading", 1), ("random", 1)], 8, source="eef")
+    assert [c.input for c in cells][:2] == ["joints+object", "eef[:4]+joints+object"]
+    result = Sweep(tmp_path / "s", "slice-sweep", _base(lift_demos), cells, "test").run(parallel=2)
+    assert not result.failed
+    table = separation_by_width(result.summary)
+    assert list(zip(table.width, table.selection, strict=True)) == [(0, "none"), (4, "leading"), (4, "random")]
+    assert (table.n == 1).all() and table.auroc_gauss_lo.isna().all()  # one seed: no interval, never a fake one
+    online = result.summary[(result.summary.split == "online") & (result.summary.step == 2)]
+    expected = online[online.cell == "w0004-leading-obj"].auroc_gauss_valid.mean()
+    assert table[table.selection == "leading"].auroc_gauss.iloc[0] == pytest.approx(expected)
+    report = build_report([tmp_path / "s"], tmp_path / "r.pdf")
+    assert any(p.name == "r_widths0.png" for p in report.pngs)
+    assert report.pages == 10  # cover, verdict, widths, overlay, H, Σ log σ, separation, per-dim, success, summary
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+from csil_diag.diag.sweep import Sweep
+from tests.test_sweep import LOWDIM_CELLS, _base
+Sweep(sys.argv[2], "test", _base(Path(sys.argv[1])), LOWDIM_CELLS, "test").run(parallel=2)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(
+    lift_demos: Path, tiny_sweep: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(lift_demos), str(out)], cwd=root)
+    try:
+        deadline = time.time() + 240
+        while not list(out.glob("runs/*/points/*.parquet")):  # kill it once the first point is written
+            assert proc.poll() is None and time.time() < deadline, "the sweep ended or stalled before a point"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = len(list(out.glob("runs/*/points/*.parquet")))
+    assert 1 <= partial < 4  # killed mid-way
+    time.sleep(2)  # its workers die with it (PR_SET_PDEATHSIG); their run-directory locks go with them
+    result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2)
+    pd.testing.assert_frame_equal(result.summary, pd.read_parquet(tiny_sweep / "summary.parquet"), check_exact=True)
