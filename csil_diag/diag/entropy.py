@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from csil_diag.diag.separation import auroc, bootstrap_gap
+from csil_diag.diag.separation import auroc, bootstrap_auroc, bootstrap_gap
 from csil_diag.policy import tanh_gaussian as tg
 
 StateMetrics = dict[str, np.ndarray]
@@ -82,6 +82,9 @@ def separation_summary(
         f"auroc_{suffix}": auroc(online["entropy"], expert["entropy"]),
         f"auroc_gauss_{suffix}": auroc(online["gaussian_entropy"], expert["gaussian_entropy"]),
     }
+    for measure, key in (("", "entropy"), ("gauss_", "gaussian_entropy")):
+        low, high = bootstrap_auroc(online[key], online_groups, expert[key], expert_groups, n_boot, seed)
+        row |= {f"auroc_{measure}{suffix}_lo": low, f"auroc_{measure}{suffix}_hi": high}
     for i in range(online["std"].shape[1]):
         row[f"auroc_std_dim{i}_{suffix}"] = auroc(online["std"][:, i], expert["std"][:, i])
     gap, low, high = bootstrap_gap(online["entropy"], online_groups, expert["entropy"], expert_groups, n_boot, seed)

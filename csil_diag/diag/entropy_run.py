@@ -115,8 +115,13 @@ class EntropyConfig:
             raise UserError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
         if self.checkpoints not in ("every", "last"):
             raise UserError("--checkpoints must be every or last")
-        if self.replan < 1:
-            raise UserError(f"--replan must be ≥ 1 (got {self.replan})")
+        if self.replan != 1:
+            # Demo states always get a fresh embedding and action; with replan > 1 online states would get a stale
+            # embedding and a later chunk action, and the two sides would differ by construction.
+            raise UserError(
+                f"--replan {self.replan}: the diagnostic compares online and demo states only with a fresh π0 query "
+                "at every step; use --replan 1 (chunked execution is for `csil-diag vla eval`)"
+            )
         from csil_diag.vla.pi0 import EMBEDDING_SITES
 
         if self.site not in EMBEDDING_SITES:
@@ -382,7 +387,8 @@ class EntropyRun:
             from csil_diag.vla.embed import SOURCE
             from csil_diag.vla.policy import ChunkedActor
 
-            actor = ChunkedActor(self.vla, self.config.task, self.config.replan)
+            # π0's own sampling noise differs between seeds and points (ids < 2^32: 2^18 streams of 2^14 queries).
+            actor = ChunkedActor(self.vla, self.config.task, self.config.replan, (seed % 2**18) << 14)
 
         def policy(obs_list: list[dict[str, np.ndarray]], envs: list[int], fresh: list[bool]):
             vla_actions = embeddings = None
@@ -440,7 +446,8 @@ class EntropyRun:
         )
         success = float("nan")
         if cfg.eval_episodes:
-            det = run_episodes(venv, self.make_policy(state.params, False, 0, venv.n_envs), seeds[: cfg.eval_episodes])
+            deterministic = self.make_policy(state.params, False, eval_seed + 4, venv.n_envs)
+            det = run_episodes(venv, deterministic, seeds[: cfg.eval_episodes])
             success = det.success_rate
         base = {
             "task": cfg.task,

@@ -31,6 +31,8 @@ class SeedVerdict:
     high: float
     auroc: float  # AUROC of Σ log σ, online vs held-out
     auroc_h: float  # AUROC of H (the thesis' measure), for comparison
+    auroc_low: float = float("nan")  # 95 % episode-cluster bootstrap CI of ``auroc`` (nan in runs older than it)
+    auroc_high: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ def run_verdict(table: pd.DataFrame, episodes: int, valid_demos: int) -> Verdict
             float(r.gap_gauss_valid_hi),
             float(r.auroc_gauss_valid),
             float(r.auroc_valid),
+            float(getattr(r, "auroc_gauss_valid_lo", float("nan"))),
+            float(getattr(r, "auroc_gauss_valid_hi", float("nan"))),
         )
         for r in online.itertuples()
     ]

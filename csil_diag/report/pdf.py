@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import textwrap
@@ -147,7 +148,9 @@ def verdict_page(runs: list[tuple[dict, pd.DataFrame]]) -> list[Figure]:
         for s in verdict.seeds:
             lines.append(
                 f"    seed {s.seed}: {s.outcome:<13} Σ log σ gap {s.gap:+.2f} [{s.low:+.2f}, {s.high:+.2f}], "
-                f"AUROC {s.auroc:.3f} (H: {s.auroc_h:.3f})"
+                f"AUROC {s.auroc:.3f}"
+                + ("" if math.isnan(s.auroc_low) else f" [{s.auroc_low:.3f}, {s.auroc_high:.3f}]")
+                + f" (H: {s.auroc_h:.3f})"
             )
         lines += [f"  ⚠ {w}" for w in verdict.warnings]
         lines.append("")

@@ -194,13 +194,14 @@ class ChunkedActor:
     action of their chunk and keep the embedding of the state that chunk was computed for.
     """
 
-    def __init__(self, policy: VLAPolicy, task: str, replan: int) -> None:
+    def __init__(self, policy: VLAPolicy, task: str, replan: int, first_noise_id: int = 0) -> None:
         if not 1 <= replan <= policy.horizon:
             raise UserError(f"--replan must be within 1 … {policy.horizon} (the model's action chunk), got {replan}")
         self.policy = policy
         self.task = task
         self.replan = int(replan)
-        self.queries = 0  # observations sent to the model (also the next noise id)
+        self.queries = 0  # observations sent to the model
+        self.first_noise_id = int(first_noise_id)  # query i uses noise id first_noise_id + i
         self.calls = 0  # batched model calls
         self._chunk: dict[int, np.ndarray] = {}
         self._embedding: dict[int, np.ndarray] = {}
@@ -211,7 +212,7 @@ class ChunkedActor:
     ) -> tuple[np.ndarray, np.ndarray]:
         need = [k for k, env in enumerate(envs) if fresh[k] or self._used.get(env, self.replan) >= self.replan]
         if need:
-            ids = list(range(self.queries, self.queries + len(need)))
+            ids = list(range(self.first_noise_id + self.queries, self.first_noise_id + self.queries + len(need)))
             out = self.policy([obs_list[k] for k in need], self.task, ids)
             self.queries += len(need)
             self.calls += 1
