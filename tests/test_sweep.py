@@ -72,11 +72,12 @@ def _base(demos: Path, **kw):
 @pytest.fixture(scope="module")
 def tiny_sweep(lift_demos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sweeps") / "s"
-    result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2)
+    result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2, workers_per_run=0)
     assert not result.failed
     return out
 
 
+@pytest.mark.slow
 def test_sweep_directory_and_summary(tiny_sweep: Path) -> None:
     meta = json.loads((tiny_sweep / "sweep.json").read_text())
     assert [c["label"] for c in meta["cells"]] == ["joints", "joints-object"]
@@ -92,6 +93,7 @@ def test_sweep_directory_and_summary(tiny_sweep: Path) -> None:
         assert run["config"]["input"] == label.replace("-", "+")
 
 
+@pytest.mark.slow
 def test_a_cell_computes_what_a_plain_run_computes(lift_demos: Path, tiny_sweep: Path, tmp_path: Path) -> None:
     """Resume and backend independence rest on this: a cell run in a pool worker equals the same run in-process,
     started, interrupted and resumed."""
@@ -103,12 +105,13 @@ def test_a_cell_computes_what_a_plain_run_computes(lift_demos: Path, tiny_sweep:
     out = tmp_path / "plain"
     config = replace(_base(lift_demos), input="joints+object")
     with pytest.raises(KeyboardInterrupt):
-        EntropyRun(config, out, workers=1).run(stop)
-    resumed = EntropyRun(config, out, workers=1).run()
+        EntropyRun(config, out, workers=0).run(stop)
+    resumed = EntropyRun(config, out, workers=0).run()
     cell = pd.read_parquet(tiny_sweep / "runs" / "joints-object" / "entropy.parquet")
     pd.testing.assert_frame_equal(resumed, cell, check_exact=False, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_rerun_skips_extends_and_refuses_changed_settings(lift_demos: Path, tiny_sweep: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -117,13 +120,15 @@ def test_rerun_skips_extends_and_refuses_changed_settings(lift_demos: Path, tiny
     points = sweep / "runs" / "joints" / "points"
     before = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
     extra = Cell("eef", "eef", None, {"object": False})
-    result = Sweep(sweep, "test", _base(lift_demos, seeds=(0, 1)), [*LOWDIM_CELLS, extra], "test").run(parallel=2)
+    result = Sweep(sweep, "test", _base(lift_demos, seeds=(0, 1)), [*LOWDIM_CELLS, extra], "test").run(
+        parallel=2, workers_per_run=0
+    )
     assert not result.failed and result.cells == 3
     assert all(points.joinpath(n).stat().st_mtime_ns == t for n, t in before.items())  # nothing recomputed
     assert set(result.summary.cell) == {"joints", "joints-object", "eef"}
     assert set(result.summary.seed) == {0, 1}
     with pytest.raises(UserError, match=r"other shared settings: --k 8 \(the run has 4\)"):
-        Sweep(sweep, "test", _base(lift_demos, k_samples=8), LOWDIM_CELLS, "test").run(parallel=1)
+        Sweep(sweep, "test", _base(lift_demos, k_samples=8), LOWDIM_CELLS, "test").run(parallel=1, workers_per_run=0)
     with pytest.raises(UserError, match="cell joints was 'joints'"):
         Sweep(sweep, "test", _base(lift_demos), [Cell("joints", "eef+joints")], "test")
 
@@ -140,7 +145,9 @@ def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, 
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a real local Ray instance
     try:
-        result = Sweep(tmp_path / "s", "test", _base(lift_demos), LOWDIM_CELLS, "test").run(backend="ray")
+        result = Sweep(tmp_path / "s", "test", _base(lift_demos), LOWDIM_CELLS, "test").run(
+            backend="ray", workers_per_run=0
+        )
     finally:
         ray.shutdown()
     assert not result.failed
@@ -148,6 +155,7 @@ def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, 
     pd.testing.assert_frame_equal(result.summary, local, check_exact=True)
 
 
+@pytest.mark.slow
 def test_a_slice_sweep_report_has_the_width_headline(lift_demos: Path, tmp_path: Path) -> None:
     """eef stands in for π0's embedding (8 wide): the grid, the width table and the report's headline page."""
     from csil_diag.diag.sweep import separation_by_width
@@ -155,7 +163,7 @@ def test_a_slice_sweep_report_has_the_width_headline(lift_demos: Path, tmp_path:
 
     cells = slice_cells([0, 4], [True], [("leading", 1), ("random", 1)], 8, source="eef")
     assert [c.input for c in cells][:2] == ["joints+object", "eef[:4]+joints+object"]
-    result = Sweep(tmp_path / "s", "slice-sweep", _base(lift_demos), cells, "test").run(parallel=2)
+    result = Sweep(tmp_path / "s", "slice-sweep", _base(lift_demos), cells, "test").run(parallel=2, workers_per_run=0)
     assert not result.failed
     table = separation_by_width(result.summary)
     assert list(zip(table.width, table.selection, strict=True)) == [(0, "none"), (4, "leading"), (4, "random")]
@@ -173,7 +181,7 @@ import sys
 from pathlib import Path
 from csil_diag.diag.sweep import Sweep
 from tests.test_sweep import LOWDIM_CELLS, _base
-Sweep(sys.argv[2], "test", _base(Path(sys.argv[1])), LOWDIM_CELLS, "test").run(parallel=2)
+Sweep(sys.argv[2], "test", _base(Path(sys.argv[1])), LOWDIM_CELLS, "test").run(parallel=2, workers_per_run=0)
 """
 
 
@@ -203,5 +211,5 @@ def test_a_killed_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(
     partial = len(list(out.glob("runs/*/points/*.parquet")))
     assert 1 <= partial < 4  # killed mid-way
     time.sleep(2)  # its workers die with it (PR_SET_PDEATHSIG); their run-directory locks go with them
-    result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2)
+    result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2, workers_per_run=0)
     pd.testing.assert_frame_equal(result.summary, pd.read_parquet(tiny_sweep / "summary.parquet"), check_exact=True)

@@ -129,3 +129,28 @@ def test_report_verdict_page_of_a_run_without_separation(tmp_path: Path) -> None
     assert "only 6 online rollouts per point" in text
     summary = build_report([run], tmp_path / "r.pdf")
     assert summary.pages == 9
+
+
+def test_residual_mode_with_sigma_identical_reads_no_separation_although_h_moves() -> None:
+    """The step-0 residual case, exactly: one state representation everywhere (σ identical), π0's action near its
+    ±1 bounds on online states and near 0 on expert states. Σ log σ must read exactly no separation; H moves with
+    the tanh Jacobian at π0's action, and the verdict says so."""
+    import jax
+
+    from csil_diag.config import HetStatConfig
+    from csil_diag.diag.entropy import make_state_evaluator
+    from csil_diag.policy.hetstat import HetStat
+
+    model = HetStat(HetStatConfig(hidden=(16,), bottleneck=4, features=16, covariance_blocks=2), A)
+    x = np.zeros((N, 5), np.float32)
+    params = model.init(jax.random.key(0), x)
+    evaluate = make_state_evaluator(model, "residual", 16)
+    online = evaluate(params, x, np.full((N, A), 0.95, np.float32), 1)
+    expert = evaluate(params, x, np.zeros((N, A), np.float32), 2)
+    groups = np.repeat(np.arange(6), 20)
+    row = separation_summary(online, groups, expert, groups, "valid", 200, 0)
+    assert row["gap_gauss_valid"] == 0.0 and row["auroc_gauss_valid"] == 0.5
+    assert row["auroc_gauss_valid_lo"] == row["auroc_gauss_valid_hi"] == 0.5
+    assert row["gap_valid"] < -1.0 and row["auroc_valid"] < 0.1  # H: the Jacobian at a ≈ ±0.95, not σ
+    verdict = run_verdict(_table([{"seed": 0, "step": 1000, "split": "online", **row}]), 10, 20)
+    assert verdict.outcome == "not separated"

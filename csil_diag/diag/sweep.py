@@ -446,8 +446,9 @@ def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
         for name, column in (("gauss", "auroc_gauss_valid"), ("h", "auroc_valid")):
             values = group[column].to_numpy(float)
             mean = float(values.mean())
-            half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-            half = half if len(values) > 1 else float("nan")
+            half = float("nan")  # one value: no interval, never a fake one
+            if len(values) > 1:
+                half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
             row |= {f"auroc_{name}": mean, f"auroc_{name}_lo": mean - half, f"auroc_{name}_hi": mean + half}
         rows.append(row)
     return pd.DataFrame(rows)
