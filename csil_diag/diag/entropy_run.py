@@ -12,7 +12,8 @@ Run directory::
     entropy.parquet      one row per seed × step × split (train | valid | online), rebuilt after each point
     points/              the same rows, one file per finished (seed, step): the unit of resumption
     states/              per-state entropies of each point (for distributions in the report)
-    checkpoints/seed<s>/ params_<step>.msgpack at every point; state.msgpack (params + optimiser) last
+    checkpoints/seed<s>/ params_<step>.msgpack at every point (--checkpoints last: the last only); state.msgpack
+                         (params + optimiser) while the seed is unfinished (kept with --checkpoints every)
 
 Re-running the same command skips finished points; Ctrl-C loses only the unfinished point.
 """
@@ -525,6 +526,10 @@ class EntropyRun:
             except UserError:  # killed mid-write on a file system without atomic rename, or damaged: retrain
                 state = fresh
         done = {p for p in cfg.points if self.read_point(seed, p) is not None}
+        if done == set(cfg.points):  # a finished seed needs neither its train state nor any training
+            for point in cfg.points:
+                on_event("done", seed, point)
+            return
         if any(p < int(state.step) and p not in done for p in cfg.points):
             # A point behind the saved state is missing or was corrupt: training is a pure function of (seed, step),
             # so retraining from step 0 recomputes it exactly (finished points are not evaluated again).
@@ -551,7 +556,10 @@ class EntropyRun:
                 atomic_write_parquet(self.point_path(seed, point), pd.DataFrame(result.rows))
                 if cfg.checkpoints == "every" or point == cfg.points[-1]:
                     save_pytree(self.ckpt_dir(seed) / f"params_{point:08d}.msgpack", state.params)
-                save_pytree(state_file, state)
+                if point == cfg.points[-1] and cfg.checkpoints == "last":
+                    state_file.unlink(missing_ok=True)  # nothing trains past the last point: the params suffice
+                else:
+                    save_pytree(state_file, state)
                 self.rebuild_table()
                 self._mark_updated()
             on_event("done", seed, point)
