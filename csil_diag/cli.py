@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -177,6 +178,27 @@ def demos_replay(
 
 
 # ---------------------------------------------------------------------------------------- entropy
+# The entropy run's options, declared once for entropy, slice-sweep and compare.
+OptPreset = Annotated[str | None, typer.Option(help="quick (minutes on 2 cores) | thesis (5k steps, 25 rollouts)")]
+OptSteps = Annotated[int | None, typer.Option(help="BC steps [20000; quick 1000; thesis 5000]")]
+OptEvery = Annotated[int | None, typer.Option(help="evaluate every this many steps [2000; quick 250; thesis 1000]")]
+OptEpisodes = Annotated[
+    int | None, typer.Option(help="stochastic rollouts per point (online states) [10; quick 4; thesis 25]")
+]
+OptEvalEpisodes = Annotated[
+    int | None, typer.Option(help="deterministic rollouts per point (success rate) [10; quick 4; thesis 25]")
+]
+OptSeeds = Annotated[str | None, typer.Option(help="comma-separated seeds [0,1,2; quick 0]")]
+OptK = Annotated[int | None, typer.Option("--k", help="samples per state for the entropy estimate [32; quick 16]")]
+OptLr = Annotated[float | None, typer.Option(help="AdamW learning rate [1e-4]")]
+OptBatchSize = Annotated[int | None, typer.Option(help="BC batch size [256]")]
+OptCovariance = Annotated[str | None, typer.Option(help="full (faithful, default) | diagonal (speed studies only)")]
+OptActivation = Annotated[str | None, typer.Option(help="periodic_relu (default) | triangle | sin_cos")]
+OptStdFloor = Annotated[float | None, typer.Option(help="floor on the per-feature std used to normalise inputs [0.01]")]
+OptCheckpoints = Annotated[str | None, typer.Option(help="every (params at every point) | last  [every; quick last]")]
+OptSite = Annotated[str, typer.Option(help="π0 embedding site: state | actions | prefix")]
+
+
 def _entropy_config(
     task: str,
     input: str,
@@ -239,25 +261,23 @@ def entropy(
     input: str = typer.Option("joints+object", "--input", help="feature spec, e.g. joints+object, eef+object[:3]"),
     demos: Path = typer.Option(..., help="robomimic HDF5 with mask/train and mask/valid"),
     out: Path = typer.Option(..., help="run directory (re-running resumes it)"),
-    preset: str = typer.Option(None, help="quick (minutes on 2 cores) | thesis (5k steps, 25 rollouts)"),
-    steps: int = typer.Option(None, help="BC steps [20000; quick 1000; thesis 5000]"),
-    every: int = typer.Option(None, help="evaluate every this many steps [2000; quick 250; thesis 1000]"),
-    episodes: int = typer.Option(None, help="stochastic rollouts per point (online states) [10; quick 4; thesis 25]"),
-    eval_episodes: int = typer.Option(
-        None, help="deterministic rollouts per point (success rate) [10; quick 4; thesis 25]"
-    ),
-    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2; quick 0]"),
-    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32; quick 16]"),
-    lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
-    batch_size: int = typer.Option(None, help="BC batch size [256]"),
-    covariance: str = typer.Option(None, help="full (faithful, default) | diagonal (speed studies only)"),
-    activation: str = typer.Option(None, help="periodic_relu (default) | triangle | sin_cos"),
-    std_floor: float = typer.Option(None, help="floor on the per-feature std used to normalise inputs [0.01]"),
-    checkpoints: str = typer.Option(None, help="every (params at every point) | last  [every; quick last]"),
+    preset: OptPreset = None,
+    steps: OptSteps = None,
+    every: OptEvery = None,
+    episodes: OptEpisodes = None,
+    eval_episodes: OptEvalEpisodes = None,
+    seeds: OptSeeds = None,
+    k: OptK = None,
+    lr: OptLr = None,
+    batch_size: OptBatchSize = None,
+    covariance: OptCovariance = None,
+    activation: OptActivation = None,
+    std_floor: OptStdFloor = None,
+    checkpoints: OptCheckpoints = None,
     workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
     model: Path = typer.Option(None, help="π0 checkpoint for pi0 / residual modes (default: the embedded tiny model)"),
     mode: str = typer.Option(None, help="head, residual or ensemble on the VLA action (default: residual with pi0)"),
-    site: str = typer.Option("state", help="π0 embedding site: state | actions | prefix"),
+    site: OptSite = "state",
     replan: int = typer.Option(1, help="online: query π0 every this many steps (reusing its chunk)"),
 ) -> None:
     """Online vs expert action entropy during BC pre-training of a HetStat (thesis Fig. 6.4)."""
@@ -359,22 +379,22 @@ def slice_sweep(
     address: str = typer.Option(None, help="Ray cluster address (ray backend; default: a new local instance)"),
     parallel: int = typer.Option(0, help="concurrent runs (0: cores / --workers-per-run)"),
     workers_per_run: int = typer.Option(1, help="env worker processes per run"),
-    preset: str = typer.Option(None, help="quick | thesis"),
-    steps: int = typer.Option(None, help="BC steps [20000; quick 1000; thesis 5000]"),
-    every: int = typer.Option(None, help="evaluate every this many steps [2000; quick 250; thesis 1000]"),
-    episodes: int = typer.Option(None, help="stochastic rollouts per point [10; quick 4; thesis 25]"),
-    eval_episodes: int = typer.Option(None, help="deterministic rollouts per point [10; quick 4; thesis 25]"),
-    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2; quick 0]"),
-    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32; quick 16]"),
-    lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
-    batch_size: int = typer.Option(None, help="BC batch size [256]"),
-    covariance: str = typer.Option(None, help="full | diagonal"),
-    activation: str = typer.Option(None, help="periodic_relu | triangle | sin_cos"),
-    std_floor: float = typer.Option(None, help="per-feature std floor of the input normaliser [0.01]"),
-    checkpoints: str = typer.Option(None, help="every | last  [every; quick last]"),
+    preset: OptPreset = None,
+    steps: OptSteps = None,
+    every: OptEvery = None,
+    episodes: OptEpisodes = None,
+    eval_episodes: OptEvalEpisodes = None,
+    seeds: OptSeeds = None,
+    k: OptK = None,
+    lr: OptLr = None,
+    batch_size: OptBatchSize = None,
+    covariance: OptCovariance = None,
+    activation: OptActivation = None,
+    std_floor: OptStdFloor = None,
+    checkpoints: OptCheckpoints = None,
     model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),
     mode: str = typer.Option("residual", help="residual | ensemble | head: the same in every cell, width 0 included"),
-    site: str = typer.Option("state", help="π0 embedding site: state | actions | prefix"),
+    site: OptSite = "state",
 ) -> None:
     """Thesis Fig. 6.5: the entropy diagnostic on growing parts of π0's embedding, with and without the object."""
     from csil_diag.diag.sweep import Sweep, command_line, parse_object, parse_select, parse_widths, slice_cells
@@ -408,16 +428,16 @@ def compare(
     address: str = typer.Option(None, help="Ray cluster address (ray backend; default: a new local instance)"),
     parallel: int = typer.Option(0, help="concurrent runs (0: cores / --workers-per-run)"),
     workers_per_run: int = typer.Option(1, help="env worker processes per run"),
-    preset: str = typer.Option(None, help="quick | thesis"),
-    steps: int = typer.Option(None, help="BC steps [20000; quick 1000; thesis 5000]"),
-    every: int = typer.Option(None, help="evaluate every this many steps [2000; quick 250; thesis 1000]"),
-    episodes: int = typer.Option(None, help="stochastic rollouts per point [10; quick 4; thesis 25]"),
-    eval_episodes: int = typer.Option(None, help="deterministic rollouts per point [10; quick 4; thesis 25]"),
-    seeds: str = typer.Option(None, help="comma-separated seeds [0,1,2; quick 0]"),
-    k: int = typer.Option(None, "--k", help="samples per state for the entropy estimate [32; quick 16]"),
-    lr: float = typer.Option(None, help="AdamW learning rate [1e-4]"),
+    preset: OptPreset = None,
+    steps: OptSteps = None,
+    every: OptEvery = None,
+    episodes: OptEpisodes = None,
+    eval_episodes: OptEvalEpisodes = None,
+    seeds: OptSeeds = None,
+    k: OptK = None,
+    lr: OptLr = None,
     mode: str = typer.Option(None, help="residual (default with pi0) | ensemble | head"),
-    site: str = typer.Option("state", help="π0 embedding site: state | actions | prefix"),
+    site: OptSite = "state",
 ) -> None:
     """Thesis Fig. 6.6: the same entropy diagnostic for several π0 checkpoints, identical settings and seeds."""
     from csil_diag.diag.sweep import Sweep, command_line, compare_cells, write_audit
