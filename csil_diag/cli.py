@@ -366,19 +366,30 @@ def _print_entropy_summary(table, config, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ sweeps
+# The sweeps' options, declared once for slice-sweep and compare.
+OptSweepDemos = Annotated[Path, typer.Option(help="robomimic HDF5 with camera images, mask/train and mask/valid")]
+OptSweepOut = Annotated[Path, typer.Option(help="sweep directory (re-running resumes or extends it)")]
+OptBackend = Annotated[str, typer.Option(help="local (a process pool on this machine) | ray")]
+OptAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster address (ray backend; default: a new local instance)")
+]
+OptParallel = Annotated[int, typer.Option(help="concurrent runs (0: cores / --workers-per-run)")]
+OptWorkersPerRun = Annotated[int, typer.Option(help="env worker processes per run")]
+
+
 @app.command("slice-sweep")
 def slice_sweep(
     task: str = typer.Option(..., help="lift, can or square"),
-    demos: Path = typer.Option(..., help="robomimic HDF5 with camera images, mask/train and mask/valid"),
-    out: Path = typer.Option(..., help="sweep directory (re-running resumes or extends it)"),
+    demos: OptSweepDemos = ...,
+    out: OptSweepOut = ...,
     widths: str = typer.Option("0,16,64,256", help="embedding widths; 0 = the low-dim reference; 'all' = the site's"),
     object: str = typer.Option("with,without", "--object", help="with, without or with,without the oracle object"),
     select: str = typer.Option("leading", help="leading (first w dims) and/or random:R (R seeded subsets), comma-sep"),
     subset_seed: int = typer.Option(0, help="seed of the random subsets (recorded in each cell's --input)"),
-    backend: str = typer.Option("local", help="local (a process pool on this machine) | ray"),
-    address: str = typer.Option(None, help="Ray cluster address (ray backend; default: a new local instance)"),
-    parallel: int = typer.Option(0, help="concurrent runs (0: cores / --workers-per-run)"),
-    workers_per_run: int = typer.Option(1, help="env worker processes per run"),
+    backend: OptBackend = "local",
+    address: OptAddress = None,
+    parallel: OptParallel = 0,
+    workers_per_run: OptWorkersPerRun = 1,
     preset: OptPreset = None,
     steps: OptSteps = None,
     every: OptEvery = None,
@@ -418,16 +429,16 @@ def compare(
     models: str = typer.Option(
         ..., help="comma-separated π0 checkpoints (e.g. the full, lora, lora-frozen-vision fine-tunes)"
     ),
-    demos: Path = typer.Option(..., help="robomimic HDF5 with camera images, mask/train and mask/valid"),
+    demos: OptSweepDemos = ...,
     task: str = typer.Option(..., help="lift, can or square"),
-    out: Path = typer.Option(..., help="sweep directory (re-running resumes or extends it)"),
+    out: OptSweepOut = ...,
     labels: str = typer.Option(None, help="comma-separated names, one per model (default: the directory names)"),
     base: Path = typer.Option(None, help="the checkpoint they were fine-tuned from: stores the `vla diff` audit"),
     input: str = typer.Option("pi0+joints", "--input", help="the same feature spec for every model"),
-    backend: str = typer.Option("local", help="local | ray"),
-    address: str = typer.Option(None, help="Ray cluster address (ray backend; default: a new local instance)"),
-    parallel: int = typer.Option(0, help="concurrent runs (0: cores / --workers-per-run)"),
-    workers_per_run: int = typer.Option(1, help="env worker processes per run"),
+    backend: OptBackend = "local",
+    address: OptAddress = None,
+    parallel: OptParallel = 0,
+    workers_per_run: OptWorkersPerRun = 1,
     preset: OptPreset = None,
     steps: OptSteps = None,
     every: OptEvery = None,
