@@ -202,12 +202,33 @@ def identity_differences(saved: dict[str, Any], wanted: dict[str, Any], options:
 LOCK_FILE = ".lock"
 
 
-class RunDir:
-    """A run directory: checked before any work, locked while a process writes it, removed again when a run that
-    created it fails before writing anything.
+def take_lock(lock_file: Path, name: Path, what: str, option: str = "--out") -> Any:
+    """An exclusive ``flock`` on ``lock_file`` for ``name`` (held while the returned handle is open), or a one-line
+    refusal naming the holder. The kernel drops the lock when its holder dies, however it dies, so a stale lock of a
+    killed process is simply taken over; the file records who holds it, for the refusal message."""
+    import fcntl
 
-    The lock is an ``flock`` on ``<dir>/.lock``: the kernel drops it when its holder dies, however it dies, so a
-    stale lock of a killed process is simply taken over; the file records who holds it for the refusal message."""
+    try:
+        handle = open(lock_file, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+    except OSError as exc:
+        raise UserError(f"cannot create {lock_file} ({exc.strerror}); choose another {option}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{name} is in use by {holder}; wait for it to finish or choose another {option}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} ({what}, since {now_utc()})\n")
+    handle.flush()
+    return handle
+
+
+class RunDir:
+    """A run directory: checked before any work, locked (:func:`take_lock` on ``<dir>/.lock``) while a process writes
+    it, removed again when a run that created it fails before writing anything."""
 
     def __init__(self, path: str | os.PathLike, option: str = "--out") -> None:
         self.path = Path(path)
@@ -225,37 +246,24 @@ class RunDir:
 
     def acquire(self, what: str) -> RunDir:
         """Create the directory if needed and take its lock, or refuse in one line naming the holder."""
-        import fcntl
-
         self.check()
         self._created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the run's lifetime)
         except OSError as exc:
             raise UserError(f"cannot create {self.path} ({exc.strerror}); choose another {self.option}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UserError(
-                f"{self.path} is in use by {holder}; wait for it to finish or choose another {self.option}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} ({what}, since {now_utc()})\n")
-        handle.flush()
-        self._handle = handle
+        self._handle = take_lock(self.path / LOCK_FILE, self.path, what, self.option)
         return self
 
-    def release(self) -> None:
-        """Drop the lock; a directory this process created and left empty (but for the lock) goes too."""
+    def release(self, remove_lock_file: bool = False) -> None:
+        """Drop the lock; a directory this process created and left empty (but for the lock) goes too.
+        ``remove_lock_file``: also delete ``.lock`` (before the directory is published under another name)."""
         if self._handle is None:
             return
-        if self._created and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}:
+        exists = self.path.is_dir()
+        if remove_lock_file or (self._created and exists and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}):
             (self.path / LOCK_FILE).unlink(missing_ok=True)
+        if self._created and exists and not any(self.path.iterdir()):
             with contextlib.suppress(OSError):
                 self.path.rmdir()
         self._handle.close()

@@ -298,3 +298,26 @@ def test_a_failed_start_leaves_no_directory(lift_demos: Path, tmp_path: Path) ->
     with pytest.raises(UserError, match="no checkpoint directory"):
         EntropyRun(tiny_config(lift_demos, input="pi0+joints", model=str(tmp_path / "nope")), out, workers=0)
     assert not out.exists()
+
+
+HOLD_FILE = """
+import sys, time
+from pathlib import Path
+from csil_diag.runs import take_lock
+held = take_lock(Path(sys.argv[1] + ".lock"), Path(sys.argv[1]), "another demos")
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_demos_has_one_writer_per_output(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "d.hdf5"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FILE, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = run_cli(monkeypatch, capsys, "demos", "--task", "lift", "--n", "1", "--out", str(out))
+        assert_one_line(code, err, f"{out} is in use by pid {holder.pid} (another demos")
+        assert not out.exists() and not (tmp_path / "d.hdf5.partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -182,4 +182,4 @@ def test_entropy_run_to_a_pipe_prints_progress_lines(lift_demos: Path, tmp_path:
     assert any(re.fullmatch(r"entropy: 1/2 · seed 0: BC step 1 · \d+:\d\d elapsed · ETA \d+:\d\d", x) for x in lines)
     assert re.fullmatch(r"entropy: 2/2 · seed 0: step 1 done · \d+:\d\d elapsed · done", lines[-1]), lines
     assert "━" not in proc.stderr  # no rich bar drawn into the log
-    assert "best AUROC" in proc.stdout
+    assert "verdict (variance-only measure Σ log σ)" in proc.stdout

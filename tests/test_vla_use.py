@@ -296,3 +296,38 @@ def test_cli_errors_are_one_line(
     assert code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ compare (Fig. 6.6)
+def test_compare_cells_refuse_a_sliced_spec_across_widths(models: tuple[Path, Path]) -> None:
+    from csil_diag.diag.sweep import compare_cells
+
+    cells = compare_cells(list(models), ["a", "b"], "pi0[:8]+joints", [32, 32])
+    assert [c.input for c in cells] == ["pi0[:8]+joints"] * 2 and cells[0].columns["model"] == "a"
+    with pytest.raises(UserError, match=r"slices π0's embedding but the models' site widths differ \(a 32, b 64\)"):
+        compare_cells(list(models), ["a", "b"], "pi0[:8]+joints", [32, 64])
+    assert len(compare_cells(list(models), ["a", "b"], "pi0+joints", [32, 64])) == 2  # unsliced: fine
+    with pytest.raises(UserError, match=r"model a: slice pi0\[:48\] is outside pi0's width 32"):
+        compare_cells(list(models), ["a", "b"], "pi0[:48]+joints", [32, 32])
+    with pytest.raises(UserError, match="--labels must name each"):
+        compare_cells(list(models), ["a", "a"], "pi0+joints", [32, 32])
+
+
+@pytest.mark.slow
+def test_compare_sweep_with_the_parameter_audit(models: tuple[Path, Path], demos: Path, tmp_path: Path) -> None:
+    from csil_diag.diag.sweep import Sweep, compare_cells, write_audit
+    from csil_diag.report.pdf import build_report
+
+    out = tmp_path / "cmp"
+    cells = compare_cells(list(models), ["m0", "m1"], "pi0+joints", [SMALL.expert.width] * 2)
+    sweep = Sweep(out, "compare", replace(_entropy_config(demos, models[0]), model=None), cells, "test")
+    write_audit(out, models[0], list(models), ["m0", "m1"])
+    result = sweep.run(parallel=2, workers_per_run=0)
+    assert not result.failed and set(result.summary.model) == {"m0", "m1"}
+    fingerprints = result.summary.groupby("model").vla_model.unique()
+    assert fingerprints["m0"][0] != fingerprints["m1"][0]  # each cell really used its own checkpoint
+    audit = json.loads((out / "audit.json").read_text())
+    assert all(g["delta"] == 0.0 for g in audit["models"]["m0"])  # the base against itself: nothing changed
+    assert any(g["relative"] > 0 for g in audit["models"]["m1"])
+    report = build_report([out], tmp_path / "r.pdf")
+    assert report.pages == 10  # cover, verdict, audit, overlay, H, Σ log σ, separation, per-dim, success, summary

@@ -29,7 +29,7 @@ from csil_diag.data.robomimic import Episode, check_robomimic, demo_sort_key, fi
 from csil_diag.envs.tasks import RobosuiteTask, camera_names, env_args, make_env, task_spec
 from csil_diag.errors import UserError
 from csil_diag.procs import die_with_parent, spawner
-from csil_diag.runs import check_output_file
+from csil_diag.runs import check_output_file, take_lock
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,20 @@ def generate_demos(
     ``on_progress(demos, attempts, steps)`` is called after every attempt. On KeyboardInterrupt the
     demos written so far stay in ``<out>.partial`` and the next call with the same config resumes.
     """
-    out = Path(out)
+    out = check_output_file(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = out.with_name(out.name + ".lock")
+    lock = take_lock(lock_file, out, "csil-diag demos")  # one writer of <out>.partial at a time
+    try:
+        return _generate(config, out, workers, on_progress)
+    finally:
+        lock_file.unlink(missing_ok=True)  # removed by its holder, so no other process can lose its lock
+        lock.close()
+
+
+def _generate(
+    config: DemoConfig, out: Path, workers: int, on_progress: Callable[[int, int, int], None] | None
+) -> DemoSummary:
     env_args = _env_args(config)
     partial = _prepare_partial(out, config, env_args)
     start = time.perf_counter()

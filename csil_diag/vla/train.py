@@ -35,7 +35,17 @@ import optax
 from flax import traverse_util
 
 from csil_diag.errors import UserError
-from csil_diag.runs import atomic_write_json, file_fingerprint, load_pytree, now_utc, save_pytree, versions
+from csil_diag.runs import (
+    RunDir,
+    atomic_write_json,
+    file_fingerprint,
+    identity_differences,
+    load_pytree,
+    now_utc,
+    read_json_file,
+    save_pytree,
+    versions,
+)
 from csil_diag.vla import config as vla_config
 from csil_diag.vla import pi0
 from csil_diag.vla.checkpoint import check_params, load_checkpoint, save_checkpoint
@@ -269,12 +279,28 @@ def run_identity(job: TrainJob, data: VLADataset) -> dict[str, Any]:
     return json.loads(json.dumps(identity, default=str))  # as it reads back from JSON (tuples → lists)
 
 
+# How identity keys are spelled on the command line, for "other settings" refusals.
+OPTION_NAMES = {
+    "train.steps": "--steps",
+    "train.batch_size": "--batch-size",
+    "train.lr": "--lr",
+    "train.warmup_steps": "--warmup-steps",
+    "train.seed": "--seed",
+    "train.steps_per_call": "--steps-per-call",
+    "train.save_every": "--save-every",
+    "train.regime": "--regime",
+    "train.lora_rank": "--lora-rank",
+    "train.image_shift": "--image-shift",
+    "train.flip_axis_angle": "--flip-axis-angle",
+}
+
+
 def _check_identity(path: Path, identity: dict[str, Any], what: str) -> None:
-    saved = json.loads(path.read_text()).get("identity", {})
-    if saved != identity:
-        differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+    saved = read_json_file(path, f"delete {what} to start over, or choose another --out").get("identity", {})
+    differ = identity_differences(saved, identity, OPTION_NAMES)
+    if differ:
         raise UserError(
-            f"{what} was made with other settings ({', '.join(differ)} differ); use the same options, "
+            f"{what} was made with other settings: {'; '.join(differ)}; use the same options, "
             "delete it, or choose another --out"
         )
 
@@ -391,7 +417,7 @@ def run_training(
     the train state of the last finished call is saved in ``<out>.partial`` and the interrupt propagates.
     """
     status = on_status or (lambda _: None)
-    out, cfg, model = Path(job.out), job.train, job.model
+    out, model = Path(job.out), job.model
     status("loading demos")
     load_start = time.perf_counter()
     data = load_dataset(model, job.data, split="train")
@@ -401,7 +427,15 @@ def run_training(
             raise UserError(f"{out} exists and is not a finished training run; choose another --out")
         _check_identity(out / TRAIN_FILE, identity, str(out))
         return TrainResult(out, model, json.loads((out / TRAIN_FILE).read_text()), already_done=True)
-    work = _open_run_dir(out, identity)
+    lock = RunDir(partial_dir(out)).acquire(f"csil-diag vla {job.kind} --out {out}")
+    try:
+        return _train_in(job, data, identity, _open_run_dir(out, identity), lock, load_start, status, on_progress)
+    finally:
+        lock.release()
+
+
+def _train_in(job, data, identity, work: Path, lock: RunDir, load_start: float, status, on_progress) -> TrainResult:
+    out, cfg, model = Path(job.out), job.train, job.model
     norm_stats = compute_norm_stats(data)
     tokenizer = ByteTokenizer(model.max_token_len)
     if tokenizer.vocab_size != model.vocab_size:
@@ -441,6 +475,7 @@ def run_training(
     }
     record = train_record(job, identity, frozen_flags, params, state.losses, seconds, valid, resumed_from)
     atomic_write_json(work / TRAIN_FILE, record)
+    lock.release(remove_lock_file=True)  # the finished checkpoint carries no lock file
     os.replace(work, out)  # the finished checkpoint appears at once
     return TrainResult(out, model, record, resumed=resumed_from > 0)
 
