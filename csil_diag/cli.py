@@ -480,7 +480,7 @@ def _run_sweep(sweep, backend: str, parallel: int, workers_per_run: int, address
     options = {"backend": backend, "parallel": parallel, "workers_per_run": workers_per_run, "address": address}
     try:
         with terminate_as_interrupt():  # SIGTERM (a scheduler, timeout) stops the runs like Ctrl-C
-            result = sweep.run(**options, on_progress=on_progress)
+            result = sweep.run(**options, on_progress=on_progress, on_embed=_count_bar("π0 embeddings of the demos"))
     except KeyboardInterrupt:
         progress.stop()
         print(f"interrupted: finished points are kept in {sweep.path}; rerun the command to resume", file=sys.stderr)

@@ -285,6 +285,7 @@ class Sweep:
         workers_per_run: int = 1,
         address: str | None = None,
         on_progress: Callable[[int, int, str], None] | None = None,
+        on_embed: Callable[[int, int], None] | None = None,
     ) -> SweepResult:
         """Run every unfinished cell; ``on_progress(points done, points in all, status)`` every few seconds."""
         if backend not in ("local", "ray"):
@@ -301,7 +302,7 @@ class Sweep:
         session |= {"started": now_utc(), "cores": cores, "address": address}
         try:
             self._write([*sessions, session])
-            self._prepare_shared_inputs()
+            self._prepare_shared_inputs(on_embed)
             start, busy0 = time.perf_counter(), _cpu_busy_seconds()
             jobs = [(c.label, asdict(self.cell_config(c)), str(self.cell_dir(c)), workers_per_run) for c in self.cells]
             if backend == "local":
@@ -319,7 +320,7 @@ class Sweep:
             self.run_dir.release()
         return SweepResult(self.path, len(self.cells), seconds, utilisation, summary, failed)
 
-    def _prepare_shared_inputs(self) -> None:
+    def _prepare_shared_inputs(self, on_embed: Callable[[int, int], None] | None) -> None:
         """π0's demo embeddings, once per model, before cells start (they would otherwise race to compute them)."""
         models = {c.model for c in self.cells if self.cell_config(c).uses_vla}
         if not models:
@@ -330,7 +331,7 @@ class Sweep:
         n_envs = max(self.base.episodes, self.base.eval_episodes)
         for model in models:
             policy = VLAPolicy.load(resolve_model_dir(model), site=self.base.site, batch_size=n_envs)
-            ensure_embeddings(policy, self.base.demos)
+            ensure_embeddings(policy, self.base.demos, on_embed)
 
     def _run_local(self, jobs, parallel: int, threads: int, on_progress) -> dict[str, str]:
         from csil_diag.procs import spawner
