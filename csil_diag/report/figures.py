@@ -266,7 +266,11 @@ def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
         ax.set_ylabel("AUROC online vs held-out, last step")
         ax.set_title(title, fontsize=11)
         ax.legend(loc="lower left", fontsize=8)
-    n = f"{int(table.n.min())}–{int(table.n.max())}" if table.n.min() != table.n.max() else str(int(table.n.min()))
-    fig.suptitle(f"Separation against embedding width ({sweep['path']}; mean, 95 % CI over {n} seeds × subsets)")
+    if int(table.n.max()) == 1:
+        over = "one seed and subset per point: no interval"
+    else:
+        n = f"{int(table.n.min())}–{int(table.n.max())}" if table.n.min() != table.n.max() else str(int(table.n.min()))
+        over = f"mean, 95 % CI over {n} values (seeds × subsets)"
+    fig.suptitle(f"Separation against embedding width ({sweep['path']}; {over})")
     fig.tight_layout()
     return fig
