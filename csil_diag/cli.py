@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from csil_diag.errors import UserError
-from csil_diag.ui import console, err_console  # noqa: F401  (err_console: re-exported for older callers)
+from csil_diag.ui import command_line, console
 from csil_diag.ui import count_bar as _count_bar
 from csil_diag.ui import make_progress as _progress
 
@@ -408,15 +408,15 @@ def slice_sweep(
     site: OptSite = "state",
 ) -> None:
     """Thesis Fig. 6.5: the entropy diagnostic on growing parts of π0's embedding, with and without the object."""
-    from csil_diag.diag.sweep import Sweep, command_line, parse_object, parse_select, parse_widths, slice_cells
-    from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
+    from csil_diag.diag.sweep import Sweep, parse_object, parse_select, parse_widths, slice_cells
+    from csil_diag.vla.policy import checkpoint_site_width, resolve_model_dir
 
     base = _entropy_config(
         **{k: v for k, v in locals().items() if k in _ENTROPY_OPTIONS and k != "model"}, input="joints", replan=1
     )
     model_dir = resolve_model_dir(model)
     base = replace(base, model=str(model_dir))
-    site_width = VLAPolicy.load(model_dir, site=site, batch_size=1).width
+    site_width = checkpoint_site_width(model_dir, site)
     selects = [parse_select(x.strip()) for x in select.split(",") if x.strip()]
     cells = slice_cells(parse_widths(widths, site_width), parse_object(object), selects, site_width, "pi0", subset_seed)
     cells = [replace(c, model=str(model_dir)) for c in cells]
@@ -451,13 +451,13 @@ def compare(
     site: OptSite = "state",
 ) -> None:
     """Thesis Fig. 6.6: the same entropy diagnostic for several π0 checkpoints, identical settings and seeds."""
-    from csil_diag.diag.sweep import Sweep, command_line, compare_cells, write_audit
-    from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
+    from csil_diag.diag.sweep import Sweep, compare_cells, write_audit
+    from csil_diag.vla.policy import checkpoint_site_width, resolve_model_dir
 
     base_config = _entropy_config(**{k: v for k, v in locals().items() if k in _ENTROPY_OPTIONS and k != "model"})
     dirs = [resolve_model_dir(m) for m in _csv(models)]
     names = list(_csv(labels)) if labels else [d.name for d in dirs]
-    widths = [VLAPolicy.load(d, site=site, batch_size=1).width for d in dirs]
+    widths = [checkpoint_site_width(d, site) for d in dirs]
     cells = compare_cells(dirs, names, input, widths)
     base_dir = resolve_model_dir(base) if base is not None else None
     sweep = Sweep(out, "compare", replace(base_config, model=None), cells, command_line())

@@ -268,3 +268,11 @@ def training_bar(title: str) -> Iterator[tuple]:
         yield on_progress, on_status
     finally:
         progress.stop()
+
+
+def command_line() -> str:
+    """The command as typed (shell-quoted), for the records a run keeps of what produced it."""
+    import shlex
+    import sys
+
+    return " ".join(shlex.quote(a) for a in ["csil-diag", *sys.argv[1:]])

@@ -158,7 +158,7 @@ def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, 
 @pytest.mark.slow
 def test_a_slice_sweep_report_has_the_width_headline(lift_demos: Path, tmp_path: Path) -> None:
     """eef stands in for π0's embedding (8 wide): the grid, the width table and the report's headline page."""
-    from csil_diag.diag.sweep import separation_by_width
+    from csil_diag.diag.verdict import separation_by_width
     from csil_diag.report.pdf import build_report
 
     cells = slice_cells([0, 4], [True], [("leading", 1), ("random", 1)], 8, source="eef")

@@ -313,10 +313,8 @@ class EntropyRun:
 
     def _mark_updated(self) -> None:
         """config.json's ``updated``: when the last point was written (the report's cover shows it)."""
-        path = self.out / "config.json"
-        saved = read_json_file(path, f"delete {self.out} to start over, or choose another --out")
-        saved["updated"] = now_utc()
-        atomic_write_json(path, saved)
+        self._config_json["updated"] = now_utc()
+        atomic_write_json(self.out / "config.json", self._config_json)
 
     def _check_resume(self, identity: dict[str, Any]) -> None:
         """Refuse to resume a run directory made with other settings, naming each differing option."""
@@ -371,6 +369,7 @@ class EntropyRun:
             saved["created"] = now_utc()
         saved["updated"] = now_utc()
         atomic_write_json(path, saved)
+        self._config_json = saved  # rewritten with a new "updated" after each point
 
     # ------------------------------------------------------------------------------------ policy
     def _act_impl(self, params, x, base, key, stochastic: bool):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -191,17 +190,14 @@ class Sweep:
         self.run_dir = RunDir(self.path).check()
         if not cells:
             raise UserError("the sweep's grid is empty; give at least one width / model")
+        identity = base.identity()
+        identity.pop("input")
+        # What every cell shares and a resumed sweep must keep (cells and seeds may be added); hashed once.
+        self.shared = {"kind": kind, **identity, "demos_sha256": file_fingerprint(base.demos)}
         old = self._read()
         self.cells = self._merge_cells(old, cells)
         self.seeds = tuple(sorted(set(base.seeds) | set(old.get("seeds", []) if old else [])))
         self._old = old
-
-    # -- identity
-    def shared(self) -> dict[str, Any]:
-        """What every cell shares and a resumed sweep must keep (cells and seeds may be added)."""
-        identity = self.base.identity()
-        identity.pop("input")
-        return {"kind": self.kind, **identity, "demos_sha256": file_fingerprint(self.base.demos)}
 
     def _read(self) -> dict[str, Any] | None:
         path = self.path / SWEEP_FILE
@@ -227,7 +223,7 @@ class Sweep:
     def _check_shared(self) -> None:
         if self._old is None:
             return
-        diff = identity_differences(self._old.get("shared", {}), self.shared(), OPTION_NAMES | {"kind": "command"})
+        diff = identity_differences(self._old.get("shared", {}), self.shared, OPTION_NAMES | {"kind": "command"})
         if diff:
             raise UserError(
                 f"{self.path} holds a sweep with other shared settings: {'; '.join(diff)}; "
@@ -247,7 +243,7 @@ class Sweep:
             {
                 "kind": self.kind,
                 "command": self.command,
-                "shared": self.shared(),
+                "shared": self.shared,
                 "config": asdict(self.base) | {"input": None, "model": None, "seeds": list(self.seeds)},
                 "seeds": list(self.seeds),
                 "cells": [asdict(c) for c in self.cells],
@@ -426,33 +422,6 @@ def _connect_ray(address: str | None):
             reason = " ".join(str(exc).split())[:200]
             raise UserError(f"cannot start or join Ray at {address or 'a new local instance'} ({reason})") from None
     return ray
-
-
-def command_line() -> str:
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in ["csil-diag", *sys.argv[1:]])
-
-
-def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
-    """Thesis Fig. 6.5's numbers: at each cell's last step, AUROC online vs held-out (variance-only Σ log σ and H)
-    per (width, object, selection): mean, 95 % t-interval over seeds × random subsets, and how many values."""
-    from scipy import stats
-
-    online = summary[summary.split == "online"]
-    last = online[online.step == online.groupby("cell").step.transform("max")]
-    rows = []
-    for (width, obj, selection), group in last.groupby(["width", "object", "selection"], sort=True):
-        row = {"width": int(width), "object": bool(obj), "selection": selection, "n": len(group)}
-        for name, column in (("gauss", "auroc_gauss_valid"), ("h", "auroc_valid")):
-            values = group[column].to_numpy(float)
-            mean = float(values.mean())
-            half = float("nan")  # one value: no interval, never a fake one
-            if len(values) > 1:
-                half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-            row |= {f"auroc_{name}": mean, f"auroc_{name}_lo": mean - half, f"auroc_{name}_hi": mean + half}
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------ compare (Fig. 6.6)

@@ -15,8 +15,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from csil_diag import __version__
-from csil_diag.diag.sweep import separation_by_width
-from csil_diag.diag.verdict import Verdict, run_verdict
+from csil_diag.diag.verdict import Verdict, run_verdict, separation_by_width
 from csil_diag.errors import UserError
 from csil_diag.report import figures
 from csil_diag.runs import check_output_file, now_utc, read_json_file, read_parquet_file, umask_mode

@@ -205,19 +205,27 @@ def save_checkpoint(
         save_tokenizer(tokenizer, assets / "tokenizer.json")
 
 
+def load_config(ckpt_dir: Path) -> Pi0Config:
+    """The model config our checkpoints carry (``config.json``), read without touching the params."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise UserError(f"no checkpoint directory at {ckpt_dir}")
+    config_path = ckpt_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{ckpt_dir} has no config.json (an openpi checkpoint?); pass its preset, e.g. pi0_base")
+    return vla_config.from_dict(json.loads(config_path.read_text()))
+
+
 def load_checkpoint(
     ckpt_dir: Path, config: Pi0Config | None = None, *, dtype: str | None = None, asset_id: str | None = None
 ) -> Pi0Checkpoint:
     """Load params (+ norm stats, tokenizer when present). ``config`` is required for openpi's own checkpoints,
     which do not store one (e.g. ``preset("pi0_base")``); our checkpoints carry ``config.json``."""
     ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        raise UserError(f"no checkpoint directory at {ckpt_dir}")
     if config is None:
-        config_path = ckpt_dir / "config.json"
-        if not config_path.is_file():
-            raise UserError(f"{ckpt_dir} has no config.json (an openpi checkpoint?); pass its preset, e.g. pi0_base")
-        config = vla_config.from_dict(json.loads(config_path.read_text()))
+        config = load_config(ckpt_dir)
+    elif not ckpt_dir.is_dir():
+        raise UserError(f"no checkpoint directory at {ckpt_dir}")
     params = load_params(config, ckpt_dir / "params", dtype=dtype)
     assets = asset_dir(ckpt_dir, asset_id)
     norm_path = None if assets is None else assets / "norm_stats.json"

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from csil_diag.errors import UserError
-from csil_diag.ui import console, count_bar, training_bar
+from csil_diag.ui import command_line, console, count_bar, training_bar
 
 vla_app = typer.Typer(
     help="π0 in flax: openpi compatibility checks and parameter trees.",
@@ -117,12 +117,6 @@ def _csv_list(value: str) -> list[str]:
     return [x.strip() for x in value.split(",") if x.strip()]
 
 
-def _command_line() -> str:
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in ["csil-diag", *sys.argv[1:]])
-
-
 def _run_training(job, title: str) -> None:
     """Train with a progress bar; print the one-screen summary; exit 130 on Ctrl-C (the state is kept)."""
     from csil_diag.vla.train import partial_dir, run_training, summary_rows
@@ -191,7 +185,7 @@ def pretrain(
 
     train = _train_config("full", 0, locals())
     files = parse_demo_files(_csv_list(tasks), _csv_list(demos))
-    job = TrainJob(out=out, model=TINY, data=files, train=train, command=_command_line(), kind="pretrain")
+    job = TrainJob(out=out, model=TINY, data=files, train=train, command=command_line(), kind="pretrain")
     _run_training(job, "pretrain")
 
 
@@ -230,7 +224,7 @@ def finetune(
     paths = _csv_list(demos)
     files = parse_demo_files([task] * len(paths), paths)
     model = regime_config(base_config, regime, train.lora_rank)
-    job = TrainJob(out=out, model=model, data=files, train=train, base=base, command=_command_line(), kind="finetune")
+    job = TrainJob(out=out, model=model, data=files, train=train, base=base, command=command_line(), kind="finetune")
     _run_training(job, f"finetune ({regime})")
 
 

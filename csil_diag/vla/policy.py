@@ -26,7 +26,7 @@ from csil_diag.errors import UserError
 from csil_diag.runs import file_fingerprint
 from csil_diag.vla import adapter, pi0
 from csil_diag.vla import config as vla_config
-from csil_diag.vla.checkpoint import Pi0Checkpoint, load_checkpoint
+from csil_diag.vla.checkpoint import Pi0Checkpoint, load_checkpoint, load_config
 
 DEFAULT_NUM_STEPS = 10  # openpi's Euler steps
 
@@ -37,6 +37,16 @@ class VLAOutput:
 
     actions: np.ndarray
     embedding: np.ndarray
+
+
+def site_width(config: vla_config.Pi0Config, site: str) -> int:
+    """Width of the embedding at ``site`` (prefix: the LLM's; state / actions: the action expert's)."""
+    return config.llm.width if site == "prefix" else config.expert.width
+
+
+def checkpoint_site_width(model_dir: str | os.PathLike, site: str) -> int:
+    """:func:`site_width` of a checkpoint, from its config alone (a full-size π0's params are gigabytes)."""
+    return site_width(load_config(Path(model_dir)), site)
 
 
 def resolve_model_dir(model: str | os.PathLike | None, progress: bool = True) -> Path:
@@ -130,8 +140,7 @@ class VLAPolicy:
 
     @property
     def width(self) -> int:
-        """Width of the embedding at the policy's site (prefix: the LLM's; state / actions: the expert's)."""
-        return self.config.llm.width if self.site == "prefix" else self.config.expert.width
+        return site_width(self.config, self.site)
 
     @cached_property
     def fingerprint(self) -> str:
