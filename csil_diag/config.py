@@ -57,6 +57,67 @@ class BCConfig:
             raise UserError(f"weight decay must be a number ≥ 0 (got {self.weight_decay})")
 
 
+@dataclass(frozen=True)
+class CriticConfig:
+    """Twin Q networks (thesis App. B): Dense(1024) → LayerNorm → ELU → Dense(1024) → ELU → Dense(48) → ELU → Dense(1)."""
+
+    hidden: tuple[int, ...] = (1024, 1024)
+    bottleneck: int = 48
+    layer_norm: bool = True
+
+
+@dataclass(frozen=True)
+class CSILConfig:
+    """RL after BC: coherent reward and its refinement, critic pre-training, SAC (thesis Alg. 1, App. B; CSIL's code).
+
+    ``algo`` csil: the reward is the BC HetStat's coherent reward, refined online; the actor is regularised towards
+    the BC policy with a fixed coefficient (CSIL's default). sacfd: the task's sparse reward, demonstrations at
+    ``demo_ratio`` of every batch, SAC's automatic temperature, a fresh (zero-mean) HetStat.
+    """
+
+    algo: str = "csil"  # csil | sacfd
+    discount: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256  # csil: this many demo and this many online transitions per update; sacfd: in all
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    reward_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    utd: int = 1  # updates per environment step
+    learning_starts: int = 1000  # online transitions before the first update
+    # Coherent reward r = scale·(log q(a|s) − log p(a)) / d_a, minus scale·MAX when negative (App. B: ×0.16, negative).
+    reward_sign: str = "negative"  # negative | positive
+    reward_scale: float = 0.16
+    refine_reward: bool = True
+    kl_scale: float = 1.0  # weight of the online KL estimator in the refinement
+    grad_norm_scale: float = 1.0  # critic ‖∂Q/∂a‖ penalty on demonstrations (CSIL's code)
+    entropy_coefficient: float = 0.01  # csil: fixed weight of KL(π ‖ π_BC)
+    critic_pretrain_steps: int = 20000
+    critic_pretrain_lr: float = 1e-4
+    reference: str = "bc"  # the critic pre-training's reference policy: bc (q_θ1) | prior (uniform p)
+    demo_ratio: float = 0.2  # sacfd
+    alpha_init: float = 1.0  # sacfd: initial temperature
+    alpha_lr: float = 3e-4
+
+    def __post_init__(self) -> None:
+        _check_choice("--algo", self.algo, ("csil", "sacfd"))
+        _check_choice("reward sign", self.reward_sign, ("negative", "positive"))
+        _check_choice("critic reference", self.reference, ("bc", "prior"))
+        rates = (self.actor_lr, self.critic_lr, self.reward_lr, self.critic_pretrain_lr, self.alpha_lr)
+        if not all(math.isfinite(r) and r > 0 for r in rates):
+            raise UserError(f"learning rates must be positive numbers (got {rates})")
+        if not (0.0 <= self.discount < 1.0 and 0.0 < self.tau <= 1.0):
+            raise UserError(f"discount must be in [0, 1) and tau in (0, 1] (got {self.discount}, {self.tau})")
+        if self.batch_size < 2 or self.utd < 1 or self.learning_starts < 0 or self.critic_pretrain_steps < 0:
+            raise UserError("batch size ≥ 2, --utd ≥ 1, learning starts ≥ 0 and critic pre-training steps ≥ 0")
+        if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
+            raise UserError(f"--reward-scale must be a positive number (got {self.reward_scale})")
+        if not 0.0 < self.demo_ratio < 1.0:
+            raise UserError(f"--demo-ratio must be in (0, 1) (got {self.demo_ratio})")
+        if not (math.isfinite(self.entropy_coefficient) and self.entropy_coefficient >= 0):
+            raise UserError(f"--entropy-coefficient must be ≥ 0 (got {self.entropy_coefficient})")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A config (possibly nested) as plain JSON-able data."""
     return asdict(config)
@@ -80,4 +141,9 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-_CONFIGS: dict[str, type] = {"HetStatConfig": HetStatConfig, "BCConfig": BCConfig}
+_CONFIGS: dict[str, type] = {
+    "HetStatConfig": HetStatConfig,
+    "BCConfig": BCConfig,
+    "CriticConfig": CriticConfig,
+    "CSILConfig": CSILConfig,
+}
