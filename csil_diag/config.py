@@ -59,7 +59,7 @@ class BCConfig:
 
 @dataclass(frozen=True)
 class CriticConfig:
-    """Twin Q networks (thesis App. B): Dense(1024) → LayerNorm → ELU → Dense(1024) → ELU → Dense(48) → ELU → Dense(1)."""
+    """Twin Q networks (thesis App. B): Dense(1024) → LN → ELU → Dense(1024) → ELU → Dense(48) → ELU → Dense(1)."""
 
     hidden: tuple[int, ...] = (1024, 1024)
     bottleneck: int = 48

@@ -62,7 +62,8 @@ def _bc_like_params(key):
 
 def test_coherent_reward_prefers_expert_actions_and_is_zero_far_from_data():
     model, params = _bc_like_params(jax.random.key(0))
-    learner = Learner(model, TwinCritic(TINY_CRITIC), CSILConfig(reward_sign="positive", reward_scale=1.0), "head", 1, 1e-5)
+    cfg = CSILConfig(reward_sign="positive", reward_scale=1.0)
+    learner = Learner(model, TwinCritic(TINY_CRITIC), cfg, "head", 1, 1e-5)
     x = jnp.array([[0.4], [-0.6]])
     expert = learner.reward(params, x, None, 0.5 * x)
     wrong = learner.reward(params, x, None, -0.5 * x - 0.3)

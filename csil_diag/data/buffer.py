@@ -65,7 +65,8 @@ class ReplayBuffer:
                 buffer = cls(int(f["capacity"]), widths)
                 filled = {k: f[k] for k in widths}
         except (OSError, KeyError, ValueError) as exc:
-            raise UserError(f"replay buffer {path} is unreadable ({type(exc).__name__}); delete the run's checkpoints") from None
+            reason = type(exc).__name__
+            raise UserError(f"replay buffer {path} is unreadable ({reason}); delete the run's checkpoints") from None
         buffer.add(filled)
         return buffer
 
