@@ -291,7 +291,7 @@ def entropy(
 
 
 def _run_entropy(run, out: Path):
-    config = run.config  # with the VLA model resolved
+    config = run.load().config  # with the VLA model resolved
     points = config.points
     total = len(points) * len(config.seeds)
     with _progress() as progress:

@@ -215,8 +215,9 @@ def test_entropy_run_with_pi0_input_composes_with_the_vla(
     saved = json.loads((out / "config.json").read_text())
     assert saved["identity"]["vla_model"] == run.vla.fingerprint and saved["identity"]["site"] == "state"
     assert saved["vla"]["width"] == SMALL.expert.width
-    with pytest.raises(UserError, match=r"other settings: --model \(its fingerprint\)"):
-        EntropyRun(_entropy_config(demos, models[1]), out, workers=0)
+    other = EntropyRun(_entropy_config(demos, models[1]), out, workers=0)
+    with other, pytest.raises(UserError, match=r"other settings: --model \(its fingerprint\)"):
+        other.load()  # the VLA's fingerprint is known once it is loaded
 
 
 def test_lowdim_identity_has_no_vla_fields(lift_demos: Path) -> None:

@@ -41,11 +41,12 @@ from csil_diag.diag.rollouts import RolloutResult, run_episodes
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
-from csil_diag.features.dataset import DemoFeatures, dataset_task, load_demo_features
-from csil_diag.features.normalize import Normalizer
-from csil_diag.features.sources import check_sources, check_widths, featurize, model_sources, required_keys
+from csil_diag.features.dataset import DemoFeatures, dataset_task
+from csil_diag.features.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
+from csil_diag.features.sources import check_sources, check_widths, model_sources, required_keys
 from csil_diag.features.spec import InputSpec
 from csil_diag.policy import tanh_gaussian as tg
+from csil_diag.policy.actor import RolloutActor, make_act
 from csil_diag.policy.hetstat import HetStat
 from csil_diag.runs import (
     RunDir,
@@ -61,12 +62,9 @@ from csil_diag.runs import (
 )
 
 if TYPE_CHECKING:
-    from csil_diag.vla.embed import EmbedResult
     from csil_diag.vla.policy import VLAPolicy
 
 TRAIN_CHUNK = 100  # BC steps per jitted call
-# What the VLA reads of each demo state besides its cameras (they are checked by the embedding cache).
-VLA_STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,12 @@ def _rollout_seeds(seed: int, n: int) -> list[int]:
 
 
 class EntropyRun:
-    """One run directory: data, model and evaluation shared by all seeds."""
+    """One run directory: data, model and evaluation shared by all seeds.
+
+    Constructing one only checks (the dataset, the output directory, a resumed run's identity) and takes the
+    directory's lock; :meth:`load` reads the inputs (π0 and its demo embeddings: minutes for a new dataset);
+    :meth:`run` loads if needed, then for every seed and point: train → evaluate → write.
+    """
 
     def __init__(
         self,
@@ -219,21 +222,22 @@ class EntropyRun:
         self.spec = InputSpec.parse(config.input)
         self.n_envs = max(config.episodes, config.eval_episodes)
         self.vla: VLAPolicy | None = None
-        self.embedded: EmbedResult | None = None
+        self.inputs: RunInputs | None = None
         self.config = config
+        self._on_embed = on_embed
         # Everything that can be refused is checked before anything is written or computed.
         self.run_dir = RunDir(self.out).check()
         self._check_task_matches_demos()
         keys = required_keys(self.spec) + (VLA_STATE_KEYS if config.uses_vla else ())
         validate_demos(config.demos, tuple(dict.fromkeys(keys)), ("train", "valid"), ACTION_DIM)
+        if config.uses_vla and config.model is not None:  # a named checkpoint: its config is cheap to read
+            from csil_diag.vla.embed import SOURCE
+            from csil_diag.vla.policy import checkpoint_site_width
+
+            check_widths(self.spec, {SOURCE: checkpoint_site_width(config.model, config.site)})
         self._saved = self._read_saved_config()
         self._check_resume({k: v for k, v in self.identity().items() if k != "vla_model"})  # the VLA's: once loaded
         self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
-        try:
-            self._setup(on_embed)
-        except BaseException:
-            self.run_dir.release()
-            raise
 
     def close(self) -> None:
         """Release the run directory's lock (a run that wrote nothing leaves no directory behind)."""
@@ -245,14 +249,19 @@ class EntropyRun:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _setup(self, on_embed: Callable[[int, int], None] | None) -> None:
+    # ------------------------------------------------------------------------------------ inputs
+    def load(self) -> EntropyRun:
+        """Read the inputs (π0 where needed, demo features, normaliser), build the model, write config.json."""
+        if self.inputs is not None:
+            return self
         config = self.config
+        vla = None
         if config.uses_vla:
-            self._load_vla(on_embed)
-        model = None if self.embedded is None else self.embedded.outputs
-        self.train = load_demo_features(self.config.demos, self.spec, "train", model)
-        self.valid = load_demo_features(self.config.demos, self.spec, "valid", model)
-        self.normalizer = Normalizer.fit(self.train.x, config.std_floor)
+            vla = load_vla(config.model, config.site, self.n_envs, self.spec, config.demos, self._on_embed)
+            self.config = replace(config, model=vla[2])
+            self.vla = vla[0]
+        inputs = load_inputs(config.demos, self.spec, config.std_floor, vla)
+        self.train, self.valid, self.normalizer = inputs.train, inputs.valid, inputs.normalizer
         self.x_train = jnp.asarray(self.normalizer(self.train.x))
         self.a_train = jnp.asarray(self.train.actions)
         self.base_train = self._base(self.train.base_actions)
@@ -260,20 +269,10 @@ class EntropyRun:
         self.train_fn = make_train_fn(self.model, config.bc)
         self.evaluate = make_state_evaluator(self.model, config.bc.mode, config.k_samples)
         self.expert_train = self._subsample(self.train, config.max_expert_states)
-        self._act = jax.jit(self._act_impl, static_argnames="stochastic")
+        self._act = make_act(self.model, config.bc.mode)
+        self.inputs = inputs
         self._prepare_dir()
-
-    # ------------------------------------------------------------------------------------ set-up
-    def _load_vla(self, on_embed: Callable[[int, int], None] | None) -> None:
-        """The VLA (one policy, one compiled batch size for demos and rollouts) and its demo outputs."""
-        from csil_diag.vla.embed import SOURCE, ensure_embeddings
-        from csil_diag.vla.policy import VLAPolicy, resolve_model_dir
-
-        model_dir = resolve_model_dir(self.config.model)
-        self.config = replace(self.config, model=str(model_dir))
-        self.vla = VLAPolicy.load(model_dir, site=self.config.site, batch_size=self.n_envs)
-        check_widths(self.spec, {SOURCE: self.vla.width})
-        self.embedded = ensure_embeddings(self.vla, self.config.demos, on_embed)
+        return self
 
     def _base(self, base_actions: np.ndarray | None) -> jnp.ndarray | None:
         """The VLA actions the HetStat composes with (None in head mode: the HetStat acts alone)."""
@@ -348,14 +347,14 @@ class EntropyRun:
             },
             "versions": versions(),
         }
-        if self.vla is not None and self.embedded is not None:
+        if self.vla is not None and self.inputs is not None and self.inputs.embedded is not None:
             saved["vla"] = {
                 "model_dir": self.config.model,
                 "fingerprint": self.vla.fingerprint,
                 "site": self.vla.site,
                 "width": self.vla.width,
                 "replan": self.config.replan,
-                "embeddings": str(self.embedded.path),
+                "embeddings": str(self.inputs.embedded.path),
             }
         old = self._saved
         if old is not None:
@@ -372,41 +371,16 @@ class EntropyRun:
         self._config_json = saved  # rewritten with a new "updated" after each point
 
     # ------------------------------------------------------------------------------------ policy
-    def _act_impl(self, params, x, base, key, stochastic: bool):
-        mu, std = self.model.apply(params, x)
-        mode = self.config.bc.mode
-        if not stochastic:
-            return tg.deterministic_action(mode, mu, base)
-        actions, _ = tg.sample(key, mode, mu, std, base, 1)
-        return actions[0]
-
     def make_policy(self, params, stochastic: bool, seed: int, batch: int):
-        counter = [0]
         actor = None
         if self.vla is not None:
-            from csil_diag.vla.embed import SOURCE
             from csil_diag.vla.policy import ChunkedActor
 
             # π0's own sampling noise differs between seeds and points (ids < 2^32: 2^18 streams of 2^14 queries).
             actor = ChunkedActor(self.vla, self.config.task, self.config.replan, (seed % 2**18) << 14)
-
-        def policy(obs_list: list[dict[str, np.ndarray]], envs: list[int], fresh: list[bool]):
-            vla_actions = embeddings = None
-            if actor is not None:
-                vla_actions, embeddings = actor(obs_list, envs, fresh)
-            values = [None] * len(obs_list) if embeddings is None else [{SOURCE: e} for e in embeddings]
-            raw = np.stack([featurize(self.spec, o, v) for o, v in zip(obs_list, values, strict=True)])
-            pad = max(batch - len(raw), 0)  # one compiled shape however many episodes are still running
-            x = np.concatenate([self.normalizer(raw), np.zeros((pad, raw.shape[1]), np.float32)])
-            base = self._base(vla_actions)
-            if base is not None:
-                base = jnp.concatenate([base, jnp.zeros((pad, base.shape[1]), base.dtype)])
-            key = jax.random.fold_in(jax.random.key(seed), counter[0])
-            counter[0] += 1
-            actions = np.asarray(self._act(params, jnp.asarray(x), base, key, stochastic=stochastic))
-            return actions[: len(raw)], raw, vla_actions
-
-        return policy
+        composes = self.config.bc.mode != "head"
+        rollout = RolloutActor(self._act, self.spec, self.normalizer, composes, batch, actor)
+        return rollout.policy(params, stochastic, seed)
 
     # ------------------------------------------------------------------------------------ files
     def point_path(self, seed: int, step: int) -> Path:
@@ -568,6 +542,7 @@ class EntropyRun:
         if not self.run_dir.held:
             self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
         try:
+            self.load()
             return self._run(on_event)
         finally:
             self.run_dir.release()
