@@ -517,6 +517,160 @@ def _print_sweep_summary(result) -> None:
         raise typer.Exit(2)
 
 
+# ------------------------------------------------------------------------------------------ train
+@app.command()
+def train(
+    task: str = typer.Option(..., help="lift, can or square"),
+    demos: Path = typer.Option(..., help="robomimic HDF5 with mask/train and mask/valid"),
+    out: Path = typer.Option(..., help="run directory (re-running resumes it from its last evaluation)"),
+    algo: str = typer.Option("csil", help="csil (coherent reward, thesis Alg. 1) | sacfd (sparse reward + demos)"),
+    input: str = typer.Option("joints+object", "--input", help="feature spec, e.g. joints+object, pi0+joints"),
+    mode: str = typer.Option(None, help="head | residual | ensemble on π0's action (default: residual with pi0)"),
+    model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model) for pi0 inputs / modes"),
+    preset: str = typer.Option(None, help="quick (256-wide nets, 20k steps) | thesis (App. B, 250k steps, 4 seeds)"),
+    steps: int = typer.Option(None, help="environment steps of RL per seed [250000; quick 20000]"),
+    eval_every: int = typer.Option(None, help="environment steps between evaluations [25000; quick 5000]"),
+    eval_episodes: int = typer.Option(None, help="deterministic evaluation episodes [25; quick 10]"),
+    entropy_episodes: int = typer.Option(None, help="stochastic episodes for online entropy [10; quick 4; 0: off]"),
+    seeds: str = typer.Option(None, help="comma-separated seeds [0; thesis 0,1,2,3]"),
+    bc_steps: int = typer.Option(None, help="csil: BC pre-training steps [5000; quick 2000]"),
+    bc_lr: float = typer.Option(None, help="csil: BC learning rate [1e-4]"),
+    critic_pretrain_steps: int = typer.Option(None, help="csil: critic pre-training steps [20000; quick 2000]"),
+    utd: int = typer.Option(None, help="updates per environment step [1]"),
+    reward_sign: str = typer.Option(None, help="csil: negative (App. B) | positive coherent reward"),
+    reward_scale: float = typer.Option(None, help="csil: reward scale [0.16 (App. B)]"),
+    demo_ratio: float = typer.Option(None, help="sacfd: demonstrations' share of each batch [0.2]"),
+    envs: int = typer.Option(None, help="environments stepped in parallel [4]"),
+    workers: int = typer.Option(0, help="env worker processes (0: one per core, at most --envs)"),
+    site: OptSite = "state",
+    replan: int = typer.Option(1, help="query π0 every this many steps (executing its chunk in between)"),
+) -> None:
+    """CSIL (BC → coherent reward → critic pre-training → SAC with reward refinement) or SACfD, with success and the
+    online-vs-expert entropy evaluated as it learns (thesis Figs. 6.1–6.3)."""
+    from csil_diag.config import BCConfig, CSILConfig
+    from csil_diag.csil.train_run import TrainConfig, TrainRun, apply_preset
+    from csil_diag.diag.entropy_run import default_mode
+
+    rl = {
+        "algo": algo,
+        "utd": utd,
+        "reward_sign": reward_sign,
+        "reward_scale": reward_scale,
+        "demo_ratio": demo_ratio,
+        "critic_pretrain_steps": critic_pretrain_steps,
+    }
+    base = TrainConfig(task=task, input=input, demos=str(demos), rl=CSILConfig(algo=algo))
+    config = apply_preset(base, preset)
+    given = {
+        "steps": steps,
+        "eval_every": eval_every,
+        "eval_episodes": eval_episodes,
+        "entropy_episodes": entropy_episodes,
+        "seeds": _seeds(seeds) if seeds is not None else None,
+        "bc_steps": bc_steps,
+        "n_envs": envs,
+        "model": str(model) if model is not None else None,
+    }
+    bc = {"learning_rate": bc_lr, "mode": mode or default_mode(input)}
+    config = replace(
+        config,
+        **{k: v for k, v in given.items() if v is not None},
+        site=site,
+        replan=replan,
+        bc=BCConfig(**{**config.bc.__dict__, **{k: v for k, v in bc.items() if v is not None}}),
+        rl=CSILConfig(**{**config.rl.__dict__, **{k: v for k, v in rl.items() if v is not None}}),
+    )
+    workers = workers or min(os.cpu_count() or 1, config.n_envs)
+    with TrainRun(config, out, workers) as run:
+        run.load(_count_bar("π0 embeddings of the demos"))
+        table = _run_train(run, out)
+    _print_train_summary(table, run.config, out)
+
+
+def _run_train(run, out: Path):
+    config = run.config
+    pre = config.bc_steps + config.rl.critic_pretrain_steps if config.rl.algo == "csil" else 0
+    with _progress() as progress:
+        bars = {
+            "pre": progress.add_task("pre-training", total=max(pre, 1) * len(config.seeds), status=""),
+            "rl": progress.add_task(f"{config.rl.algo} env steps", total=config.steps * len(config.seeds), status=""),
+        }
+        done_seeds: dict[int, dict[str, int]] = {}
+
+        def on_event(event: str, info: dict) -> None:
+            seed = info.get("seed")
+            slot = done_seeds.setdefault(seed, {"pre": 0, "rl": 0})
+            if event == "bc":
+                slot["pre"] = info["step"]
+            elif event == "critic":
+                slot["pre"] = config.bc_steps + info["step"]
+            elif event == "step":
+                slot["rl"] = info["env_steps"]
+            elif event in ("resume", "done"):
+                slot["pre"], slot["rl"] = pre, info["env_steps"]
+            elif event == "evaluated":
+                slot["pre"] = pre
+                status = f"seed {seed}: success {info['success_rate']:.2f} at {info['env_steps']} steps"
+                progress.update(bars["rl"], status=status)
+            elif event == "evaluate":
+                progress.update(bars["rl"], status=f"seed {seed}: evaluating")
+            progress.update(bars["pre"], completed=sum(min(s["pre"], pre) for s in done_seeds.values()))
+            progress.update(bars["rl"], completed=sum(min(s["rl"], config.steps) for s in done_seeds.values()))
+
+        try:
+            table = run.run(on_event)
+        except KeyboardInterrupt:
+            progress.stop()
+            print(
+                f"interrupted: finished evaluations and their checkpoints are kept in {out}; "
+                "rerun the same command to resume from the last one",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+    return table
+
+
+def _print_train_summary(table, config, out: Path) -> None:
+    import numpy as np
+
+    from csil_diag.diag.aggregate import iqm_ci
+
+    evals = table[table.kind == "eval"].sort_values(["seed", "env_steps"])
+    if evals.empty:
+        console.print(f"no evaluation finished in {out}")
+        return
+    t = Table("seed", "BC start", "final", "best", "env steps", "online vs expert Σlogσ AUROC (final)")
+    for seed, frame in evals.groupby("seed"):
+        first, last = frame.iloc[0], frame.iloc[-1]
+        auroc = (
+            f"{last['auroc_gauss_valid']:.2f}"
+            if "auroc_gauss_valid" in frame and np.isfinite(last.get("auroc_gauss_valid", np.nan))
+            else "–"
+        )
+        t.add_row(
+            str(seed),
+            f"{first.success_rate:.2f}",
+            f"{last.success_rate:.2f}",
+            f"{frame.success_rate.max():.2f}",
+            str(int(last.env_steps)),
+            auroc,
+        )
+    console.print(t)
+    finals = evals.groupby("seed").tail(1).success_rate.to_numpy()
+    starts = evals.groupby("seed").head(1).success_rate.to_numpy()
+    iqm, lo, hi = iqm_ci(finals)
+    iqm0, lo0, hi0 = iqm_ci(starts)
+    ci = "" if np.isnan(lo) else f" [95 % CI {lo:.2f}, {hi:.2f}]"
+    ci0 = "" if np.isnan(lo0) else f" [{lo0:.2f}, {hi0:.2f}]"
+    console.print(
+        f"{config.rl.algo} ({config.mode}, {config.input}) on {config.task}: success IQM {iqm0:.2f}{ci0} at the start "
+        f"→ {iqm:.2f}{ci} after {int(evals.env_steps.max())} env steps over {len(finals)} seed(s)"
+    )
+    console.print(
+        f"wrote {out}/metrics.parquet, seed*/ckpt, {out}/tensorboard (tensorboard --logdir {out}/tensorboard)"
+    )
+
+
 # ------------------------------------------------------------------------------------------ embed
 @app.command()
 def embed(

@@ -37,11 +37,11 @@ from csil_diag.config import BCConfig, HetStatConfig, from_dict
 from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
-from csil_diag.diag.rollouts import RolloutResult, run_episodes
+from csil_diag.diag.rollouts import RolloutResult, episode_seeds, run_episodes
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
-from csil_diag.features.dataset import DemoFeatures, dataset_task
+from csil_diag.features.dataset import DemoFeatures, check_demos_for_task
 from csil_diag.features.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
 from csil_diag.features.sources import check_sources, check_widths, model_sources, required_keys
 from csil_diag.features.spec import InputSpec
@@ -197,11 +197,6 @@ def default_mode(input_spec: str) -> str:
     return "residual" if model_sources(InputSpec.parse(input_spec)) else "head"
 
 
-def _rollout_seeds(seed: int, n: int) -> list[int]:
-    # The same initial states at every point of a seed: curves then show the policy changing, not luck.
-    return [int(np.random.SeedSequence([seed, e, 0xE17]).generate_state(1)[0]) for e in range(n)]
-
-
 class EntropyRun:
     """One run directory: data, model and evaluation shared by all seeds.
 
@@ -227,7 +222,7 @@ class EntropyRun:
         self._on_embed = on_embed
         # Everything that can be refused is checked before anything is written or computed.
         self.run_dir = RunDir(self.out).check()
-        self._check_task_matches_demos()
+        check_demos_for_task(config.demos, config.task)
         keys = required_keys(self.spec) + (VLA_STATE_KEYS if config.uses_vla else ())
         validate_demos(config.demos, tuple(dict.fromkeys(keys)), ("train", "valid"), ACTION_DIM)
         if config.uses_vla and config.model is not None:  # a named checkpoint: its config is cheap to read
@@ -285,18 +280,6 @@ class EntropyRun:
         if self.vla is not None:
             identity["vla_model"] = self.vla.fingerprint
         return identity
-
-    def _check_task_matches_demos(self) -> None:
-        from csil_diag.data.robomimic import read_info
-
-        info = read_info(self.config.demos)
-        demo_task = dataset_task(self.config.demos)
-        if demo_task != self.config.task:
-            raise UserError(f"{self.config.demos} holds {demo_task} demos but --task is {self.config.task}")
-        if not info.masks.get("valid"):
-            raise UserError(
-                f"{self.config.demos} has no held-out demos (mask/valid); regenerate with --valid-fraction 0.1"
-            )
 
     def _subsample(self, data: DemoFeatures, limit: int) -> DemoFeatures:
         if len(data.x) <= limit:
@@ -411,7 +394,7 @@ class EntropyRun:
             "train": (self.expert_train, self._evaluate(state.params, self.expert_train, eval_seed)),
             "valid": (self.valid, self._evaluate(state.params, self.valid, eval_seed + 1)),
         }
-        seeds = _rollout_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
+        seeds = episode_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
         online: RolloutResult = run_episodes(
             venv, self.make_policy(state.params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
         )

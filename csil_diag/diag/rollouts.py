@@ -33,6 +33,12 @@ class RolloutResult:
         return float(self.success.mean()) if len(self.success) else float("nan")
 
 
+def episode_seeds(seed: int, n: int, salt: int = 0xE17, first: int = 0) -> list[int]:
+    """Initial-state seeds of episodes first … first+n−1 of a run seed. The diagnostic reuses the same ones at every
+    point (curves then show the policy changing, not luck); other uses pass their own ``salt``."""
+    return [int(np.random.SeedSequence([seed, e, salt]).generate_state(1)[0]) for e in range(first, first + n)]
+
+
 def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int], on_step: Progress | None = None) -> RolloutResult:
     """Run one episode per seed, using all envs of ``venv`` in parallel (waves if seeds > envs)."""
     queue = list(enumerate(seeds))

@@ -90,17 +90,20 @@ class VectorEnv:
             raise RuntimeError(f"env worker failed:\n{payload}")
         return payload
 
-    def _call(self, cmd: str, per_env: dict[int, Any]) -> dict[int, Any]:
-        """Send ``per_env`` (global index → payload) to the owning workers; gather global results."""
+    def _local_call(self, cmd: str, per_env: dict[int, Any]) -> dict[int, Any]:
+        envs = self._local
+        if cmd == "reset":
+            return {i: envs[i].reset(seed=s) for i, s in per_env.items()}
+        out = {}
+        for i, action in per_env.items():
+            obs, reward, done, info = envs[i].step(action)
+            out[i] = (obs, reward, done, bool(info["success"]))
+        return out
+
+    def _send(self, cmd: str, per_env: dict[int, Any]) -> Any:
+        """Send ``per_env`` (global index → payload) to the owning workers; returns what :meth:`_gather` needs."""
         if not self._procs:
-            envs = self._local
-            if cmd == "reset":
-                return {i: envs[i].reset(seed=s) for i, s in per_env.items()}
-            out = {}
-            for i, action in per_env.items():
-                obs, reward, done, info = envs[i].step(action)
-                out[i] = (obs, reward, done, bool(info["success"]))
-            return out
+            return cmd, per_env  # in-process envs run at gather time
         batches: list[dict[int, Any]] = [{} for _ in self._conns]
         back: list[dict[int, int]] = [{} for _ in self._conns]
         for i, payload in per_env.items():
@@ -110,20 +113,33 @@ class VectorEnv:
         for w, batch in enumerate(batches):
             if batch:
                 self._conns[w].send((cmd, batch))
+        return back
+
+    def _gather(self, ticket: Any) -> dict[int, Any]:
+        if not self._procs:
+            return self._local_call(*ticket)
         out = {}
-        for w, batch in enumerate(batches):
-            if batch:
+        for w, back in enumerate(ticket):
+            if back:
                 for local, result in self._receive(self._conns[w]).items():
-                    out[back[w][local]] = result
+                    out[back[local]] = result
         return out
 
     def reset(self, seeds: dict[int, int]) -> dict[int, dict[str, np.ndarray]]:
         """Reset the given envs (global index → episode seed); returns their first observations."""
-        return self._call("reset", seeds)
+        return self._gather(self._send("reset", seeds))
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple[dict[str, np.ndarray], float, bool, bool]]:
         """Step the given envs; returns global index → (obs, reward, done, success)."""
-        return self._call("step", {i: np.asarray(a, np.float64) for i, a in actions.items()})
+        return self.step_wait(self.step_async(actions))
+
+    def step_async(self, actions: dict[int, np.ndarray]) -> Any:
+        """Start stepping the given envs (the workers simulate while the caller computes); pass the result to
+        :meth:`step_wait`. In-process envs step inside step_wait."""
+        return self._send("step", {i: np.asarray(a, np.float64) for i, a in actions.items()})
+
+    def step_wait(self, ticket: Any) -> dict[int, tuple[dict[str, np.ndarray], float, bool, bool]]:
+        return self._gather(ticket)
 
     def close(self) -> None:
         for conn in self._conns:

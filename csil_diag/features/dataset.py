@@ -90,3 +90,14 @@ def dataset_task(path: str | os.PathLike) -> str:
 
     env_args = read_info(path).env_args
     return env_args.get("task") or task_from_env_name(env_args.get("env_name", "?"))
+
+
+def check_demos_for_task(demos: str | os.PathLike, task: str) -> None:
+    """The dataset must hold demos of ``task`` and a held-out split (mask/valid)."""
+    from csil_diag.data.robomimic import read_info
+
+    demo_task = dataset_task(demos)
+    if demo_task != task:
+        raise UserError(f"{demos} holds {demo_task} demos but --task is {task}; pass demos of {task}")
+    if not read_info(demos).masks.get("valid"):
+        raise UserError(f"{demos} has no held-out demos (mask/valid); regenerate with --valid-fraction 0.1")

@@ -1,0 +1,41 @@
+"""Aggregates over seeds with rliable (Agarwal et al. 2021): IQM and stratified-bootstrap 95 % CIs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def iqm_ci(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(IQM, low, high) of runs' scores (n_runs,) or (n_runs, n_tasks); one run: its score and no interval."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    if len(scores) < 2:
+        value = float(scores.mean())
+        return value, float("nan"), float("nan")
+
+    def aggregate(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x)])
+
+    saved = np.random.get_state()  # rliable's bootstrap draws from numpy's global generator: seed it, then restore
+    np.random.seed(seed)
+    try:
+        point, interval = rly.get_interval_estimates({"x": scores}, aggregate, reps=reps)
+    finally:
+        np.random.set_state(saved)
+    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
+
+
+def curves(evals: pd.DataFrame, value: str, by: tuple[str, ...] = ("algo",), reps: int = 2000) -> pd.DataFrame:
+    """IQM and CI of ``value`` over seeds at every evaluation (env_steps), per group (algo, mode, run …)."""
+    rows = []
+    for keys, frame in evals.groupby([*by, "env_steps"]):
+        scores = frame[value].to_numpy()
+        iqm, lo, hi = iqm_ci(scores, reps)
+        row = dict(zip([*by, "env_steps"], keys, strict=True))
+        rows.append(row | {"iqm": iqm, "lo": lo, "hi": hi, "n": len(scores)})
+    return pd.DataFrame(rows)

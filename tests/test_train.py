@@ -1,0 +1,162 @@
+"""`csil-diag train`: a tiny CSIL / SACfD run end to end, resume to identical numbers, π0 modes, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from csil_diag.cli import main
+from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig
+from csil_diag.csil.train_run import TrainConfig, TrainRun
+from csil_diag.errors import UserError
+
+TINY = HetStatConfig(hidden=(32, 32), bottleneck=8, features=32, covariance_blocks=4)
+TIMING = ("segment_seconds", "env_steps_per_second")
+
+
+def tiny(demos: Path, **kw) -> TrainConfig:
+    base = TrainConfig(
+        task="lift",
+        input="joints+object",
+        demos=str(demos),
+        steps=40,
+        eval_every=20,
+        eval_episodes=1,
+        entropy_episodes=1,
+        n_envs=2,
+        bc_steps=20,
+        buffer_size=1000,
+        log_every=8,
+        k_samples=4,
+        bootstrap=20,
+        horizon=10,
+        hetstat=TINY,
+        critic=CriticConfig(hidden=(32, 32), bottleneck=8),
+        rl=CSILConfig(batch_size=16, learning_starts=8, critic_pretrain_steps=20),
+    )
+    return replace(base, **kw)
+
+
+def numeric(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.drop(columns=[c for c in TIMING if c in table]).sort_values(["seed", "segment", "kind"], kind="stable")
+    return table.select_dtypes("number").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def csil_run(lift_demos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("train") / "csil"
+    with TrainRun(tiny(lift_demos), out) as run:
+        table = run.run()
+    return out, table
+
+
+@pytest.mark.slow
+def test_csil_run_writes_every_stage(csil_run: tuple[Path, pd.DataFrame]) -> None:
+    out, table = csil_run
+    assert set(table.kind) == {"bc", "critic_pretrain", "train", "eval"}
+    evals = table[table.kind == "eval"].sort_values("env_steps")
+    assert evals.env_steps.iloc[0] == 0 and evals.env_steps.iloc[-1] >= 40  # BC start, then ≥ the budget
+    assert evals.updates.iloc[-1] > 0 and (evals.updates.diff().dropna() >= 0).all()
+    train = table[table.kind == "train"]
+    # The coherent reward is negative (App. B), demos score higher than the policy's own online actions on average.
+    assert (train.reward_demo < 0).all() and (train.reward_online < 0).all()
+    assert np.isfinite(train[["critic_loss", "actor_loss", "kl_estimate", "q_mean"]].to_numpy()).all()
+    assert (train.kl_estimate >= 0).all()
+    for col in ("online_entropy", "valid_entropy", "online_gaussian_entropy", "auroc_gauss_valid", "success_rate"):
+        assert evals[col].notna().all(), col
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["kind"] == "train" and saved["config"]["rl"]["algo"] == "csil"
+    assert list((out / "tensorboard" / "seed0").glob("events.out.tfevents.*"))
+    progress = json.loads((out / "seed0" / "ckpt" / "progress.json").read_text())
+    assert progress["env_steps"] == int(evals.env_steps.iloc[-1]) and progress["updates"] == int(evals.updates.iloc[-1])
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_identical_numbers(lift_demos: Path, tmp_path: Path, csil_run) -> None:
+    _, uninterrupted = csil_run
+    out = tmp_path / "killed"
+
+    def stop(event: str, info: dict) -> None:
+        if event == "evaluate" and info["segment"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), TrainRun(tiny(lift_demos), out) as run:
+        run.run(stop)
+    assert json.loads((out / "seed0" / "ckpt" / "progress.json").read_text())["segment"] == 1
+    with TrainRun(tiny(lift_demos), out) as run:
+        resumed = run.run()
+    pd.testing.assert_frame_equal(numeric(resumed), numeric(uninterrupted))
+
+
+def test_rerun_of_a_finished_run_does_nothing_and_changed_settings_are_refused(lift_demos: Path, csil_run) -> None:
+    out, table = csil_run
+    rows = out / "seed0" / "rows"
+    before = {p.name: p.stat().st_mtime_ns for p in rows.iterdir()}
+    with TrainRun(tiny(lift_demos), out) as run:
+        again = run.run()
+    assert {p.name: p.stat().st_mtime_ns for p in rows.iterdir()} == before
+    pd.testing.assert_frame_equal(numeric(again), numeric(table))
+    with pytest.raises(UserError, match=r"--utd 2 \(the run has 1\)"):
+        TrainRun(tiny(lift_demos, rl=replace(tiny(lift_demos).rl, utd=2)), out)
+
+
+def test_sacfd_uses_the_task_reward_and_no_pretraining(lift_demos: Path, tmp_path: Path) -> None:
+    config = tiny(lift_demos, rl=CSILConfig(algo="sacfd", batch_size=16, learning_starts=8), steps=20)
+    with TrainRun(config, tmp_path / "sacfd") as run:
+        table = run.run()
+    assert set(table.kind) == {"train", "eval"}
+    train = table[table.kind == "train"]
+    assert "reward_demo" not in train or train.reward_demo.isna().all()
+    assert np.isfinite(train.temperature).all() and (train.temperature > 0).all()
+
+
+@pytest.mark.slow
+def test_residual_and_ensemble_modes_compose_with_pi0(lift_demos: Path, tmp_path: Path) -> None:
+    from test_vla_use import _save_model
+
+    demos = tmp_path / "lift.hdf5"
+    shutil.copy(lift_demos, demos)  # the embedding cache lands beside the dataset
+    model = _save_model(tmp_path / "pi0", 0)
+    for mode in ("residual", "ensemble"):
+        config = tiny(demos, input="pi0+joints", model=str(model), bc=BCConfig(mode=mode), steps=20)
+        with TrainRun(config, tmp_path / mode) as run:
+            table = run.run()
+            assert run.demo["base"].shape == run.demo["action"].shape  # π0's action stored with every demo step
+        evals = table[table.kind == "eval"]
+        assert (evals["mode"] == mode).all() and evals.online_entropy.notna().all()
+        train = table[table.kind == "train"]
+        assert np.isfinite(train[["critic_loss", "reward_online", "reward_demo"]].to_numpy()).all()
+
+
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["csil-diag", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "0"], "--steps and --eval-every must be ≥ 1"),
+        (["--algo", "dqn"], "--algo must be one of csil, sacfd"),
+        (["--task", "can"], "holds lift demos but --task is can"),
+        (["--input", "pi0+joints", "--model", "/nonexistent/pi0"], "no checkpoint directory at /nonexistent/pi0"),
+        (["--mode", "sideways"], "mode must be one of head, residual, ensemble"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    extra: list[str], message: str, lift_demos: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--task", "lift", "--demos", str(lift_demos), "--out", str(out), "--preset", "quick", *extra]
+    code, err = _cli(args, monkeypatch, capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()
