@@ -45,7 +45,8 @@ def tiny(demos: Path, **kw) -> TrainConfig:
 
 
 def numeric(table: pd.DataFrame) -> pd.DataFrame:
-    table = table.drop(columns=[c for c in TIMING if c in table]).sort_values(["seed", "segment", "kind"], kind="stable")
+    table = table.drop(columns=[c for c in TIMING if c in table])
+    table = table.sort_values(["seed", "segment", "kind"], kind="stable")
     return table.select_dtypes("number").reset_index(drop=True)
 
 
