@@ -683,12 +683,25 @@ class SeedTrainer:
             episode_seeds(self.seed, cfg.eval_episodes, EVAL_SALT),
         )
         row |= {"success_rate": det.success_rate, "mean_length": float(det.lengths.mean())}
+        if segment == 0 and self.run_.vla is not None:
+            row["vla_success_rate"] = self._vla_alone()
         row |= self._entropy(segment, state)
         rows = [*rows, row]
         self._write_rows(segment, rows)
         self._save(segment, state, buffer, counters)
         self.run_.rebuild_metrics()
         self.on_event("evaluated", {"seed": self.seed, "segment": segment, **row})
+
+    def _vla_alone(self) -> float:
+        """π0's own success on the evaluation episodes (its chunked actions, no HetStat): the baseline of the modes."""
+        rollout = self._rollout_actor(self._noise_id(0, 4))
+
+        def policy(obs_list, envs, fresh):
+            raw, vla_actions = rollout.features(obs_list, envs, fresh)
+            return vla_actions, raw, vla_actions
+
+        seeds = episode_seeds(self.seed, self.cfg.eval_episodes, EVAL_SALT)
+        return run_episodes(self.venv, policy, seeds).success_rate
 
     def _entropy(self, segment: int, state: SACState) -> dict[str, float]:
         """Online (stochastic episodes of the current policy) vs held-out expert entropy of the actor."""

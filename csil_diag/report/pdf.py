@@ -231,17 +231,23 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
     if not run_dirs:
         raise UserError("give at least one run directory, e.g. csil-diag report runs/lift-lowdim")
     out = check_output_file(out)
-    runs, sweeps = [], []
+    from csil_diag.report import rl
+
+    runs, sweeps, trains = [], [], []
     for d in map(Path, run_dirs):
         if (d / "sweep.json").exists():
             sweep, cells = load_sweep(d)
             sweeps.append((sweep, cells))
             runs += cells
+        elif rl.is_train_run(d):
+            trains.append(rl.load_train_run(d))
         else:
             runs.append(load_run(d))
     out.parent.mkdir(parents=True, exist_ok=True)
-    pages: list[tuple[str, Figure]] = [("cover", f) for f in cover_page(runs, [s for s, _ in sweeps])]
-    pages += [("verdict", f) for f in verdict_page(runs)]
+    pages: list[tuple[str, Figure]] = []
+    if runs:
+        pages += [("cover", f) for f in cover_page(runs, [s for s, _ in sweeps])]
+        pages += [("verdict", f) for f in verdict_page(runs)]
     for number, (sweep, cells) in enumerate(sweeps):
         audit = Path(sweep["path"]) / "audit.json"
         if audit.exists():
@@ -249,15 +255,23 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         if any("width" in t.columns for _, t in cells):
             summary = pd.concat([t for _, t in cells], ignore_index=True)
             pages.append((f"widths{number}", figures.width_headline(separation_by_width(summary), sweep)))
-    pages += [
-        ("overlay", figures.comparison_overlay(runs)),
-        ("entropy", figures.entropy_curves(runs, "entropy")),
-        ("gaussian_entropy", figures.entropy_curves(runs, "gaussian_entropy")),
-        ("separation", figures.separation_curves(runs)),
-        ("per_dimension", figures.per_dimension(runs)),
-        ("success", figures.success_curves(runs)),
-    ]
-    pages += [("summary", f) for f in summary_table(runs)]
+    if runs:
+        pages += [
+            ("overlay", figures.comparison_overlay(runs)),
+            ("entropy", figures.entropy_curves(runs, "entropy")),
+            ("gaussian_entropy", figures.entropy_curves(runs, "gaussian_entropy")),
+            ("separation", figures.separation_curves(runs)),
+            ("per_dimension", figures.per_dimension(runs)),
+            ("success", figures.success_curves(runs)),
+        ]
+        pages += [("summary", f) for f in summary_table(runs)]
+    if trains:
+        pages += [("cover", f) for f in _text_pages("CSIL / SACfD training runs", rl.summary_lines(trains))]
+        pages += [
+            ("rl_success", rl.success_page(trains)),
+            ("rl_entropy", rl.entropy_page(trains)),
+            ("rl_reward", rl.reward_page(trains)),
+        ]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     pngs = []
