@@ -1,4 +1,4 @@
-"""`csil-diag bench`: BC step speed against the machine's matmul rate, entropy evaluation, rollouts."""
+"""`csil-diag bench`: BC step and SAC update speed against the machine's matmul rate, entropy evaluation, rollouts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from csil_diag.config import BCConfig, HetStatConfig
+from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig
 from csil_diag.csil.bc import init_state, make_train_fn
 from csil_diag.diag.entropy import make_state_evaluator
 from csil_diag.envs.tasks import ACTION_DIM
@@ -83,6 +83,74 @@ def bc_speed(width: int, covariance: str, batch: int = 256, steps: int = 20, rep
     }
 
 
+def _hetstat_forward_macs(cfg: HetStatConfig, width: int) -> int:
+    sizes = [width, *cfg.hidden, cfg.bottleneck]
+    trunk = sum(a * b for a, b in itertools.pairwise(sizes))
+    feats = cfg.bottleneck * cfg.features // 2 + cfg.features * ACTION_DIM
+    if cfg.covariance == "full":
+        b, nb = cfg.features // cfg.covariance_blocks, cfg.covariance_blocks
+        return trunk + feats + ACTION_DIM * b * b * nb * (nb + 1) // 2
+    return trunk + feats + ACTION_DIM * cfg.features
+
+
+def _critic_forward_macs(cfg: CriticConfig, width: int) -> int:
+    sizes = [width + ACTION_DIM, *cfg.hidden, cfg.bottleneck, 1]
+    return 2 * sum(a * b for a, b in itertools.pairwise(sizes))  # twin
+
+
+def sac_update_flops(width: int, batch: int, algo: str) -> float:
+    """Estimated FLOPs of one update, counted in forward passes over the whole batch (a backward pass = 2):
+    csil — HetStat: reward refinement 3, next-action sample 1, π_BC at s′ 1, actor 3, π_BC in the actor loss 2;
+    critic: target 1, regression 3, ‖∂Q/∂a‖ on the demo half ≈ 2.5, the actor's Q 2.
+    sacfd — HetStat: next action 1, actor 3; critic: target 1, regression 3, actor's Q 2."""
+    het = _hetstat_forward_macs(HetStatConfig(), width)
+    crit = _critic_forward_macs(CriticConfig(), width)
+    passes = (10, 8.5) if algo == "csil" else (4, 6)
+    return 2.0 * batch * (passes[0] * het + passes[1] * crit)
+
+
+def sac_speed(width: int, algo: str, updates: int = 4, repeats: int = 3) -> dict[str, float]:
+    """One SAC update (App. B networks; csil: 256 demo + 256 online transitions, sacfd: 256 in all)."""
+    from csil_diag.csil.critic import TwinCritic
+    from csil_diag.csil.sac import Learner
+
+    cfg = CSILConfig(algo=algo)
+    model = HetStat(HetStatConfig(), ACTION_DIM)
+    learner = Learner(model, TwinCritic(CriticConfig()), cfg, "head", ACTION_DIM, 1e-5)
+    bc = model.init(jax.random.key(0), jnp.zeros((1, width))) if algo == "csil" else None
+    state = learner.init(jax.random.key(1), width, False, bc)
+    rng = np.random.default_rng(0)
+    n_demo = cfg.batch_size if algo == "csil" else round(cfg.demo_ratio * cfg.batch_size)
+    n_online = cfg.batch_size if algo == "csil" else cfg.batch_size - n_demo
+
+    def batch(n: int) -> dict[str, jnp.ndarray]:
+        x = rng.standard_normal((updates, n, width)).astype(np.float32)
+        a = np.tanh(rng.standard_normal((updates, n, ACTION_DIM))).astype(np.float32)
+        return {
+            "x": jnp.asarray(x),
+            "action": jnp.asarray(a),
+            "reward": jnp.zeros((updates, n)),
+            "discount": jnp.ones((updates, n)),
+            "next_x": jnp.asarray(x[:, ::-1]),
+        }
+
+    demo, online = batch(n_demo), batch(n_online)
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = learner.update(holder["state"], demo, online, jax.random.key(2))
+        return metrics
+
+    per_update = _time(run, repeats) / updates
+    flops = sac_update_flops(width, n_demo + n_online, algo)
+    return {
+        "ms_per_update": round(1e3 * per_update, 1),
+        "updates_per_s": round(1 / per_update, 2),
+        "estimated_gflop_per_update": round(flops / 1e9, 2),
+        "estimated_gflops": round(flops / per_update / 1e9, 1),
+    }
+
+
 def entropy_speed(width: int = 19, states: int = 8192, k: int = 32) -> dict[str, float]:
     model = HetStat(HetStatConfig(), ACTION_DIM)
     params = model.init(jax.random.key(0), jnp.zeros((1, width)))
@@ -120,6 +188,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             result["fraction_of_matmul_rate_dense_equiv"] = round(result["dense_equiv_gflops"] / peak, 2)
             result["fraction_of_matmul_rate_useful"] = round(result["useful_gflops"] / peak, 2)
             out["bc_step_batch256"][f"{cov}_D{w}"] = result
+    out["sac_update"] = {}
+    for algo in ("csil", "sacfd"):
+        for w in (18, 1032):
+            result = sac_speed(w, algo, updates=2 if quick else 4)
+            result["fraction_of_matmul_rate"] = round(result["estimated_gflops"] / peak, 2)
+            out["sac_update"][f"{algo}_D{w}"] = result
     out["entropy_eval"] = entropy_speed(k=32, states=2048 if quick else 8192)
     out["rollouts_lift"] = rollout_speed(steps=100 if quick else 300)
     return out

@@ -718,7 +718,8 @@ def bench(
     out: Path = typer.Option(None, help="also write the JSON here"),
     quick: bool = typer.Option(False, help="fewer widths and repeats (a smoke run)"),
 ) -> None:
-    """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056) against this machine's matmul rate,
+    """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056) and SAC updates (csil, sacfd; widths 18, 1032)
+    against this machine's matmul rate,
     entropy evaluation states/s, rollout steps/s with and without cameras. Prints JSON."""
     import json
 

@@ -79,6 +79,15 @@ def test_csil_run_writes_every_stage(csil_run: tuple[Path, pd.DataFrame]) -> Non
     assert progress["env_steps"] == int(evals.env_steps.iloc[-1]) and progress["updates"] == int(evals.updates.iloc[-1])
 
 
+def test_report_pages_from_a_train_run(csil_run: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    from csil_diag.report.pdf import build_report
+
+    out, _ = csil_run
+    summary = build_report([out], tmp_path / "rl.pdf")
+    assert summary.pdf.exists() and summary.pages == 4
+    assert sorted(p.name for p in summary.pngs) == ["rl_rl_entropy.png", "rl_rl_reward.png", "rl_rl_success.png"]
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_identical_numbers(lift_demos: Path, tmp_path: Path, csil_run) -> None:
     _, uninterrupted = csil_run
@@ -132,6 +141,7 @@ def test_residual_and_ensemble_modes_compose_with_pi0(lift_demos: Path, tmp_path
             assert run.demo["base"].shape == run.demo["action"].shape  # π0's action stored with every demo step
         evals = table[table.kind == "eval"]
         assert (evals["mode"] == mode).all() and evals.online_entropy.notna().all()
+        assert evals.vla_success_rate.notna().sum() == 1  # π0 alone, measured once at the start
         train = table[table.kind == "train"]
         assert np.isfinite(train[["critic_loss", "reward_online", "reward_demo"]].to_numpy()).all()
 
