@@ -103,7 +103,7 @@ def test_generation_is_deterministic_resumable_and_extendable(tmp_path: Path) ->
     # Asking for fewer than present writes nothing new.
     assert generate_demos(DemoConfig(task="lift", n=2, seed=5), out).new_demos == 0
 
-    with pytest.raises(UserError, match="other settings: noise"):
+    with pytest.raises(UserError, match=r"other settings: --noise 0\.2 \(the run has 0\.0\)"):
         generate_demos(DemoConfig(task="lift", n=4, seed=5, noise=0.2), out)
 
 

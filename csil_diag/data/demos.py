@@ -29,7 +29,7 @@ from csil_diag.data.robomimic import Episode, check_robomimic, demo_sort_key, fi
 from csil_diag.envs.tasks import RobosuiteTask, camera_names, env_args, make_env, task_spec
 from csil_diag.errors import UserError
 from csil_diag.procs import die_with_parent, spawner
-from csil_diag.runs import check_output_file, take_lock
+from csil_diag.runs import check_output_file, identity_differences, take_lock
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,13 @@ class DemoConfig:
         return {k: v for k, v in asdict(self).items() if k not in ("n", "max_attempts_factor")} | {
             "cameras": list(self.cameras)
         }
+
+
+# How each identity key is spelled on the command line, for "other settings" refusals.
+OPTION_NAMES = {
+    k: f"--{k.replace('_', '-')}" for k in ("task", "cameras", "image_size", "noise", "speed_jitter", "seed")
+}
+OPTION_NAMES["valid_fraction"] = "--valid-fraction"
 
 
 @dataclass
@@ -225,9 +232,11 @@ def _check_same_settings(f: h5py.File, config: DemoConfig, path: Path) -> None:
     if theirs is None:
         raise UserError(f"{path} was not written by `csil-diag demos`; choose another --out")
     ours = json.loads(json.dumps(config.identity()))
-    if theirs != ours:
-        diff = ", ".join(f"{k}={theirs.get(k)!r} (asked {ours.get(k)!r})" for k in ours if theirs.get(k) != ours.get(k))
-        raise UserError(f"{path} was made with other settings: {diff}; use matching options or another --out")
+    diff = identity_differences(theirs, ours, OPTION_NAMES)
+    if diff:
+        raise UserError(
+            f"{path} was made with other settings: {'; '.join(diff)}; use matching options or another --out"
+        )
 
 
 def generate_demos(
