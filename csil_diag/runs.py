@@ -198,6 +198,31 @@ def identity_differences(saved: dict[str, Any], wanted: dict[str, Any], options:
     return out
 
 
+def read_saved_config(out: Path) -> dict[str, Any] | None:
+    """``<out>/config.json`` of a run directory being resumed (None for a new one); a damaged one is a UserError."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return None
+    return read_json_file(path, f"delete {out} to start over, or choose another --out")
+
+
+def check_resume(out: Path, saved: dict[str, Any] | None, identity: dict[str, Any], options: dict[str, str]) -> None:
+    """Refuse to resume a run directory made with other settings, naming each differing option. A VLA fingerprint
+    not yet known (the model is loaded later) is not compared; older runs kept the dataset's path, which is not
+    compared either (the dataset is identified by its sha256)."""
+    if saved is None:
+        return
+    old = {k: v for k, v in saved.get("identity", {}).items() if k != "demos"}
+    if "vla_model" not in identity:
+        old.pop("vla_model", None)
+    diff = identity_differences(old, identity, options)
+    if diff:
+        raise UserError(
+            f"{out} holds a run with other settings: {'; '.join(diff)}; "
+            "repeat the run's options to resume it, or choose another --out"
+        )
+
+
 # ------------------------------------------------------------------------------------ the run directory
 LOCK_FILE = ".lock"
 

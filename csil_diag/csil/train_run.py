@@ -55,11 +55,12 @@ from csil_diag.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_parquet,
+    check_resume,
     file_fingerprint,
-    identity_differences,
     load_pytree,
     now_utc,
     read_json_file,
+    read_saved_config,
     save_pytree,
     versions,
 )
@@ -214,7 +215,7 @@ class TrainRun:
             check_widths(self.spec, {SOURCE: checkpoint_site_width(config.model, config.site)})
         self.vla: VLAPolicy | None = None
         self.inputs: RunInputs | None = None
-        self._saved = self._read_json(self.out / "config.json")
+        self._saved = read_saved_config(self.out)
         self._check_resume(self.config.identity())
         self.run_dir.acquire(f"csil-diag train --out {self.out}")
 
@@ -278,23 +279,8 @@ class TrainRun:
             identity["vla_model"] = self.vla.fingerprint
         return identity
 
-    def _read_json(self, path: Path) -> dict[str, Any] | None:
-        if not path.exists():
-            return None
-        return read_json_file(path, f"delete {self.out} to start over, or choose another --out")
-
     def _check_resume(self, identity: dict[str, Any]) -> None:
-        if self._saved is None:
-            return
-        old = dict(self._saved.get("identity", {}))
-        if "vla_model" not in identity:
-            old.pop("vla_model", None)
-        diff = identity_differences(old, identity, OPTION_NAMES)
-        if diff:
-            raise UserError(
-                f"{self.out} holds a run with other settings: {'; '.join(diff)}; "
-                "repeat the run's options to resume it, or choose another --out"
-            )
+        check_resume(self.out, self._saved, identity, OPTION_NAMES)
 
     def _write_config(self) -> None:
         cfg = self.config

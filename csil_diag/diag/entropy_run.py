@@ -52,11 +52,12 @@ from csil_diag.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_parquet,
+    check_resume,
     file_fingerprint,
-    identity_differences,
     load_pytree,
     now_utc,
     read_json_file,
+    read_saved_config,
     save_pytree,
     versions,
 )
@@ -230,7 +231,7 @@ class EntropyRun:
             from csil_diag.vla.policy import checkpoint_site_width
 
             check_widths(self.spec, {SOURCE: checkpoint_site_width(config.model, config.site)})
-        self._saved = self._read_saved_config()
+        self._saved = read_saved_config(self.out)
         self._check_resume({k: v for k, v in self.identity().items() if k != "vla_model"})  # the VLA's: once loaded
         self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
 
@@ -287,30 +288,13 @@ class EntropyRun:
         idx = np.sort(np.random.default_rng(0).choice(len(data.x), limit, replace=False))
         return data.take(idx)
 
-    def _read_saved_config(self) -> dict[str, Any] | None:
-        path = self.out / "config.json"
-        if not path.exists():
-            return None
-        return read_json_file(path, f"delete {self.out} to start over, or choose another --out")
-
     def _mark_updated(self) -> None:
         """config.json's ``updated``: when the last point was written (the report's cover shows it)."""
         self._config_json["updated"] = now_utc()
         atomic_write_json(self.out / "config.json", self._config_json)
 
     def _check_resume(self, identity: dict[str, Any]) -> None:
-        """Refuse to resume a run directory made with other settings, naming each differing option."""
-        if self._saved is None:
-            return
-        old = {k: v for k, v in self._saved.get("identity", {}).items() if k != "demos"}  # older runs kept the path
-        if "vla_model" not in identity:
-            old.pop("vla_model", None)
-        diff = identity_differences(old, identity, OPTION_NAMES)
-        if diff:
-            raise UserError(
-                f"{self.out} holds a run with other settings: {'; '.join(diff)}; "
-                "repeat the run's options to resume it, or choose another --out"
-            )
+        check_resume(self.out, self._saved, identity, OPTION_NAMES)
 
     def _prepare_dir(self) -> None:
         path = self.out / "config.json"
