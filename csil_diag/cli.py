@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 demos_app = typer.Typer(help="Scripted demonstrations in robomimic's HDF5 layout.", pretty_exceptions_enable=False)
 app.add_typer(demos_app, name="demos")
+probe_app = typer.Typer(
+    help="Instruments that locate where the online/expert distinction is lost.", pretty_exceptions_enable=False
+)
+app.add_typer(probe_app, name="probe")
 
 
 def _register_vla() -> None:
@@ -669,6 +673,36 @@ def _print_train_summary(table, config, out: Path) -> None:
     console.print(
         f"wrote {out}/metrics.parquet, seed*/ckpt, {out}/tensorboard (tensorboard --logdir {out}/tensorboard)"
     )
+
+
+# ------------------------------------------------------------------------------------------ probe
+@probe_app.command("trunk")
+def probe_trunk(
+    runs: list[Path] = typer.Argument(..., help="entropy run directories (their online states and checkpoints)"),
+    steps: str = typer.Option("first,last", help="first,last | all: the BC steps to probe (those with parameters)"),
+) -> None:
+    """Distance to the nearest training-demo state in the input, the trunk's bottleneck and the random features, and how
+    well each separates online from held-out expert states (AUROC): is separation lost in the trunk or the input?"""
+    from csil_diag.diag.trunk_probe import probe_run, reading
+
+    for run_dir in runs:
+        frame, notes = probe_run(run_dir, steps)
+        t = Table("seed", "step", "space", "width", "AUROC [95 % CI]", "online / held-out distance", title=str(run_dir))
+        for r in frame.itertuples():
+            ci = "" if math.isnan(r.auroc_lo) else f" [{r.auroc_lo:.2f}, {r.auroc_hi:.2f}]"
+            t.add_row(
+                str(r.seed),
+                str(r.step),
+                r.space,
+                str(r.width),
+                f"{r.auroc:.3f}{ci}",
+                f"{r.online_distance:.3g} / {r.valid_distance:.3g}",
+            )
+        console.print(t)
+        for note in notes:
+            console.print(f"note: {note}")
+        console.print(f"{run_dir}: {reading(frame)}")
+        console.print(f"wrote {Path(run_dir) / 'probes' / 'trunk.parquet'}")
 
 
 # ------------------------------------------------------------------------------------------ embed

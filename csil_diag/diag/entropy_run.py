@@ -12,6 +12,8 @@ Run directory::
     entropy.parquet      one row per seed × step × split (train | valid | online), rebuilt after each point
     points/              the same rows, one file per finished (seed, step): the unit of resumption
     states/              per-state entropies of each point (for distributions in the report)
+    features/            the online states of each point: raw input features, episode, time in episode, success
+                         (for projections and the trunk probe; expert states are re-read from the demos)
     checkpoints/seed<s>/ params_<step>.msgpack at every point (--checkpoints last: the last only); state.msgpack
                          (params + optimiser) while the seed is unfinished (kept with --checkpoints every)
 
@@ -37,7 +39,7 @@ from csil_diag.config import BCConfig, HetStatConfig, from_dict
 from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
-from csil_diag.diag.rollouts import RolloutResult, episode_seeds, run_episodes
+from csil_diag.diag.rollouts import RolloutResult, episode_seeds, run_episodes, save_online_states
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
@@ -441,6 +443,7 @@ class EntropyRun:
             ignore_index=True,
         ).assign(seed=seed, step=step)
         atomic_write_parquet(self.out / "states" / f"seed{seed}_step{step:08d}.parquet", states)
+        save_online_states(self.out / "features" / f"seed{seed}_step{step:08d}.npz", online)
         return PointResult(seed, step, rows)
 
     def _evaluate(self, params, data: DemoFeatures, seed: int):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -92,3 +95,46 @@ def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int], on_step: Pro
         success=success,
         lengths=lengths,
     )
+
+
+def time_in_episode(episode: np.ndarray) -> np.ndarray:
+    """Step index of each state within its episode, from the episode ids in visiting order: (N,) → (N,)."""
+    t = np.zeros(len(episode), np.int32)
+    seen: dict[int, int] = {}
+    for k, e in enumerate(episode.tolist()):
+        t[k] = seen.get(e, 0)
+        seen[e] = t[k] + 1
+    return t
+
+
+def save_online_states(path: str | os.PathLike, result: RolloutResult) -> None:
+    """The online states of an evaluation point, compactly: x (N, D) raw features float32, episode, t, success."""
+    from csil_diag.runs import atomic_write_bytes
+
+    out = io.BytesIO()
+    np.savez(
+        out,
+        x=np.asarray(result.features, np.float32),
+        episode=result.episode.astype(np.int32),
+        t=time_in_episode(result.episode),
+        success=result.success[result.episode],
+    )
+    atomic_write_bytes(path, out.getvalue())
+
+
+def load_online_states(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """What :func:`save_online_states` wrote; a missing file is a one-line UserError (runs made before it existed)."""
+    from csil_diag.errors import UserError
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(
+            f"{path} is missing: this run did not keep its online states (runs before csil-diag kept them, or an "
+            "unfinished point); rerun `csil-diag entropy` into a new --out to make them"
+        )
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in ("x", "episode", "t", "success")}
+    except (OSError, KeyError, ValueError) as exc:
+        reason = type(exc).__name__
+        raise UserError(f"{path} is unreadable ({reason}); delete it and rerun `csil-diag entropy`") from None

@@ -274,3 +274,33 @@ def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
     fig.suptitle(f"Separation against embedding width ({sweep['path']}; {over})")
     fig.tight_layout()
     return fig
+
+
+def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    """AUROC of the nearest-demo distance (online vs held-out) in the input, bottleneck and random-feature spaces,
+    against the BC step, one panel per run (mean over seeds, with the seeds' CIs as bars)."""
+    fig, axes = _grid(len(probes))
+    colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2]}
+    for ax, (meta, frame) in zip(axes.flat, probes, strict=False):
+        for space, part in frame.groupby("space", sort=False):
+            stats = part.groupby("step")[["auroc", "auroc_lo", "auroc_hi"]].mean().reset_index()
+            err = np.vstack([stats.auroc - stats.auroc_lo, stats.auroc_hi - stats.auroc]).clip(min=0)
+            ax.errorbar(
+                stats.step,
+                stats.auroc,
+                yerr=np.nan_to_num(err),
+                color=colors.get(space),
+                marker="o",
+                lw=2,
+                capsize=3,
+                label=space,
+            )
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set_ylim(0.0, 1.02)
+        ax.set_xlabel("BC pre-training step")
+        ax.set_ylabel("AUROC online vs held-out\n(distance to nearest demo)")
+        ax.set_title(run_label(meta), fontsize=10)
+        ax.legend(loc="best")
+    fig.suptitle("Trunk probe: where is the online/expert distinction lost?", fontsize=12)
+    fig.tight_layout()
+    return fig

@@ -265,6 +265,10 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
             ("success", figures.success_curves(runs)),
         ]
         pages += [("summary", f) for f in summary_table(runs)]
+        probe_files = [(meta, Path(meta["run_dir"]) / "probes" / "trunk.parquet") for meta, _ in runs]
+        probes = [(m, read_parquet_file(f, "rerun `csil-diag probe trunk`")) for m, f in probe_files if f.exists()]
+        if probes:
+            pages.append(("trunk_probe", figures.trunk_probe_page(probes)))
     if trains:
         pages += [("cover", f) for f in _text_pages("CSIL / SACfD training runs", rl.summary_lines(trains))]
         pages += [

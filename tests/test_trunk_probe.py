@@ -1,0 +1,96 @@
+"""The trunk probe: nearest-demo distances in three spaces and where online/expert separation is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from csil_diag.config import HetStatConfig
+from csil_diag.diag.rollouts import load_online_states, time_in_episode
+from csil_diag.diag.trunk_probe import SPACES, nearest_distances, probe_run, probe_spaces, reading
+from csil_diag.errors import UserError
+from csil_diag.policy.hetstat import HetStat
+
+TINY = HetStatConfig(hidden=(32, 32), bottleneck=8, features=32, covariance_blocks=4)
+
+
+def test_nearest_distances_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    q, ref = rng.standard_normal((2500, 7)), rng.standard_normal((333, 7))
+    brute = np.sqrt(((q[:, None, :] - ref[None, :, :]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(nearest_distances(q, ref, chunk=1024), brute, rtol=1e-4, atol=1e-4)
+    assert nearest_distances(ref[:5], ref).max() == 0.0  # a reference point is its own nearest neighbour
+
+
+def test_time_in_episode_counts_each_episode_separately() -> None:
+    np.testing.assert_array_equal(time_in_episode(np.array([0, 1, 0, 1, 1, 2])), [0, 0, 1, 1, 2, 0])
+
+
+def test_probe_spaces_separation_and_its_absence() -> None:
+    model = HetStat(TINY, 7)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+    rng = np.random.default_rng(1)
+    train = rng.standard_normal((400, 4)).astype(np.float32)
+    valid = rng.standard_normal((100, 4)).astype(np.float32)
+    episodes = np.repeat(np.arange(10), 10)
+    # Online states drawn like the demos: no space can tell them apart (AUROC ≈ 0.5).
+    same = rng.standard_normal((100, 4)).astype(np.float32)
+    rows = {r["space"]: r for r in probe_spaces(model, params, train, valid, episodes, same, episodes, 200)}
+    assert set(rows) == set(SPACES) and rows["bottleneck"]["width"] == 8 and rows["features"]["width"] == 32
+    assert all(abs(r["auroc"] - 0.5) < 0.15 for r in rows.values()), rows
+    # Online states far from the demos: the input separates them perfectly.
+    far = (same + 6.0).astype(np.float32)
+    rows = {r["space"]: r for r in probe_spaces(model, params, train, valid, episodes, far, episodes, 200)}
+    assert rows["input"]["auroc"] == 1.0 and rows["input"]["auroc_lo"] > 0.9
+    assert rows["input"]["online_distance"] > rows["input"]["valid_distance"]
+
+
+def test_reading_names_where_separation_is_lost() -> None:
+    def frame(values: dict[str, tuple[float, float, float]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"step": 10, "space": s, "auroc": a, "auroc_lo": lo, "auroc_hi": hi} for s, (a, lo, hi) in values.items()]
+        )
+
+    lost = frame({"input": (0.9, 0.8, 0.95), "bottleneck": (0.52, 0.45, 0.6), "features": (0.5, 0.4, 0.6)})
+    assert "the trunk collapses it" in reading(lost)
+    absent = frame({"input": (0.55, 0.45, 0.65), "bottleneck": (0.5, 0.4, 0.6), "features": (0.5, 0.4, 0.6)})
+    assert "the embedding" in reading(absent)
+    kept = frame({"input": (0.9, 0.8, 0.95), "bottleneck": (0.85, 0.7, 0.9), "features": (0.8, 0.7, 0.9)})
+    assert "separated in every space" in reading(kept)
+
+
+def test_probe_of_an_entropy_run(lift_demos: Path, tmp_path: Path) -> None:
+    from test_entropy import tiny_config
+
+    from csil_diag.diag.entropy_run import EntropyRun
+
+    out = tmp_path / "run"
+    EntropyRun(tiny_config(lift_demos, checkpoints="last"), out, workers=0).run()
+    online = load_online_states(out / "features" / "seed0_step00000004.npz")
+    assert online["x"].shape[1] == 19 and len(online["x"]) == len(online["t"]) == len(online["episode"])
+    frame, notes = probe_run(out)
+    assert not notes
+    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == set(SPACES)  # step 0: params from the seed
+    assert frame.auroc.between(0, 1).all() and (out / "probes" / "trunk.parquet").exists()
+    from csil_diag.report.pdf import build_report
+
+    summary = build_report([out], tmp_path / "r.pdf")
+    assert any(p.name.endswith("_trunk_probe.png") for p in summary.pngs)
+
+
+def test_a_run_without_online_states_is_one_clear_error(lift_demos: Path, tmp_path: Path) -> None:
+    from test_entropy import tiny_config
+
+    from csil_diag.diag.entropy_run import EntropyRun
+
+    out = tmp_path / "run"
+    EntropyRun(tiny_config(lift_demos, steps=2, every=2), out, workers=0).run()
+    for f in (out / "features").iterdir():
+        f.unlink()  # as a run made before online states were kept
+    with pytest.raises(UserError, match="no point with kept online states"):
+        probe_run(out)
