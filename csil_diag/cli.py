@@ -705,6 +705,31 @@ def probe_trunk(
         console.print(f"wrote {Path(run_dir) / 'probes' / 'trunk.parquet'}")
 
 
+@app.command()
+def project(
+    runs: list[Path] = typer.Argument(..., help="entropy run directories (their online states and checkpoints)"),
+    method: str = typer.Option("pca", help="pca | umap | tsne"),
+    steps: str = typer.Option("first,last", help="first,last | all: the BC steps to project (those with parameters)"),
+    max_states: int = typer.Option(20000, help="states in all (subsampled evenly over steps and splits)"),
+    seed: int = typer.Option(0, help="seed of the subsample and of the projection"),
+) -> None:
+    """2-d projections of expert and online states in the HetStat's input, bottleneck and random-feature spaces, one
+    fit per space shared by all steps; `csil-diag report` then shows them coloured by split, time and success."""
+    import time
+
+    from csil_diag.diag.projections import project_run
+
+    for run_dir in runs:
+        start = time.perf_counter()
+        frame = project_run(run_dir, method, steps, max_states, seed)
+        counts = frame[frame.space == "input"].groupby(["step", "split"]).size()
+        summary = ", ".join(f"step {s} {split} {n}" for (s, split), n in counts.items())
+        console.print(
+            f"{run_dir}: {method} of {len(frame) // 3} states ({summary}) in 3 spaces in "
+            f"{time.perf_counter() - start:.1f} s; wrote {Path(run_dir) / 'projections' / (method + '.parquet')}"
+        )
+
+
 # ------------------------------------------------------------------------------------------ embed
 @app.command()
 def embed(

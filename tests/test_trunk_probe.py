@@ -94,3 +94,29 @@ def test_a_run_without_online_states_is_one_clear_error(lift_demos: Path, tmp_pa
         f.unlink()  # as a run made before online states were kept
     with pytest.raises(UserError, match="no point with kept online states"):
         probe_run(out)
+
+
+def test_projections_are_reproducible_and_reported(lift_demos: Path, tmp_path: Path) -> None:
+    from test_entropy import tiny_config
+
+    from csil_diag.diag.entropy_run import EntropyRun
+    from csil_diag.diag.projections import embed_2d, project_run
+    from csil_diag.report.pdf import build_report
+
+    x = np.random.default_rng(0).standard_normal((300, 12))
+    for method in ("pca", "tsne"):
+        a, b = embed_2d(x, method, seed=3), embed_2d(x, method, seed=3)
+        assert a.shape == (300, 2) and np.array_equal(a, b), method
+    with pytest.raises(UserError, match="--method must be one of"):
+        embed_2d(x, "mds")
+
+    out = tmp_path / "run"
+    EntropyRun(tiny_config(lift_demos, checkpoints="last"), out, workers=0).run()
+    frame = project_run(out, "pca", max_states=400)
+    assert set(frame.space) == set(SPACES) and sorted(frame.step.unique()) == [0, 4]
+    assert set(frame.split) == {"train", "valid", "online"} and len(frame) <= 3 * 400 + 30
+    again = project_run(out, "pca", max_states=400)
+    pd.testing.assert_frame_equal(frame, again)
+    summary = build_report([out], tmp_path / "r.pdf")
+    names = {p.name for p in summary.pngs}
+    assert {"r_projection0_pca_split.png", "r_projection0_pca_t.png", "r_projection0_pca_success.png"} <= names

@@ -304,3 +304,44 @@ def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
     fig.suptitle("Trunk probe: where is the online/expert distinction lost?", fontsize=12)
     fig.tight_layout()
     return fig
+
+
+def projection_page(meta: dict, frame: pd.DataFrame, colour: str = "split") -> Figure:
+    """One run's projection: rows = spaces, columns = BC steps; points coloured by split, time in episode or success."""
+    spaces = list(dict.fromkeys(frame.space))
+    steps = sorted(frame.step.unique())
+    fig, axes = plt.subplots(len(spaces), len(steps), figsize=(4.2 * len(steps), 3.6 * len(spaces)), squeeze=False)
+    for r, space in enumerate(spaces):
+        for c, step in enumerate(steps):
+            ax = axes[r, c]
+            part = frame[(frame.space == space) & (frame.step == step)]
+            if colour == "split":
+                for split in ("train", "valid", "online"):
+                    pts = part[part.split == split]
+                    style = SPLIT_STYLE[split]
+                    ax.scatter(
+                        pts.x,
+                        pts.y,
+                        s=3,
+                        alpha=0.5,
+                        color=style["color"],
+                        label=style["label"],
+                        marker="x" if split == "train" else "o",
+                    )
+            else:
+                online = part[part.split == "online"]
+                ax.scatter(part.x, part.y, s=2, color="lightgrey", alpha=0.4, label="expert")
+                values = online.t if colour == "t" else online.success.astype(float)
+                sc = ax.scatter(online.x, online.y, s=4, c=values, cmap="viridis", label="online")
+                if r == 0 and c == len(steps) - 1:
+                    fig.colorbar(sc, ax=ax, label="time in episode" if colour == "t" else "episode succeeded")
+            ax.set_title(f"{space} · step {int(step)}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and c == 0:
+                ax.legend(loc="best", fontsize=7, markerscale=3)
+    method = frame.method.iloc[0].upper()
+    what = {"split": "split", "t": "time in episode (online)", "success": "success (online)"}[colour]
+    fig.suptitle(f"{method} projections of {run_label(meta)}, coloured by {what}; one fit per space", fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -269,6 +269,13 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         probes = [(m, read_parquet_file(f, "rerun `csil-diag probe trunk`")) for m, f in probe_files if f.exists()]
         if probes:
             pages.append(("trunk_probe", figures.trunk_probe_page(probes)))
+        for number, (meta, _) in enumerate(runs):
+            for path in sorted((Path(meta["run_dir"]) / "projections").glob("*.parquet")):
+                frame = read_parquet_file(path, "rerun `csil-diag project`")
+                for colour in ("split", "t", "success"):
+                    pages.append(
+                        (f"projection{number}_{path.stem}_{colour}", figures.projection_page(meta, frame, colour))
+                    )
     if trains:
         pages += [("cover", f) for f in _text_pages("CSIL / SACfD training runs", rl.summary_lines(trains))]
         pages += [

@@ -1,0 +1,141 @@
+"""2-d projections of a run's states (training and held-out expert states, online states) in the HetStat's three
+spaces — input, trunk bottleneck, random features — at its first and last (or every) kept BC step.
+
+One projection is fitted per space on the states of every probed step together, so the pictures of different steps
+share axes and can be compared. PCA (scikit-learn), UMAP (umap-learn; numba's compilation cached under the csil-diag
+cache) or t-SNE (scikit-learn), all seeded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from csil_diag.errors import UserError
+
+METHODS = ("pca", "umap", "tsne")
+
+
+def _umap():
+    """umap-learn with numba's compiled functions cached on disk (the first call compiles for ~a minute)."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        from csil_diag.vla.default import cache_root
+
+        path = cache_root() / "numba"
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(path)
+    import umap
+
+    return umap
+
+
+def embed_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """(N, D) → (N, 2), reproducible from ``seed``. Features are standardised first (spaces differ in scale)."""
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
+    x = np.asarray(x, np.float64)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(2, random_state=seed).fit_transform(x)
+    if method == "umap":
+        reducer = _umap().UMAP(n_components=2, random_state=seed, n_neighbors=30, min_dist=0.1, n_jobs=1)
+        return reducer.fit_transform(x)
+    from sklearn.manifold import TSNE
+
+    return TSNE(2, random_state=seed, init="pca", perplexity=min(30.0, max(5.0, (len(x) - 1) / 3))).fit_transform(x)
+
+
+def project_run(
+    run_dir: str | os.PathLike, method: str = "pca", steps: str = "first,last", max_states: int = 20000, seed: int = 0
+) -> pd.DataFrame:
+    """Projections of one entropy run's first seed, written to ``<run>/projections/<method>.parquet``; returns
+    rows (space, step, split, episode, t, success, x, y)."""
+    import jax
+
+    from csil_diag.csil.bc import init_state
+    from csil_diag.diag.entropy_run import load_config
+    from csil_diag.diag.rollouts import load_online_states, time_in_episode
+    from csil_diag.diag.trunk_probe import SPACES, representations
+    from csil_diag.envs.tasks import ACTION_DIM
+    from csil_diag.features.inputs import load_inputs, load_vla
+    from csil_diag.features.normalize import Normalizer
+    from csil_diag.features.spec import InputSpec
+    from csil_diag.policy.hetstat import HetStat
+    from csil_diag.runs import atomic_write_parquet, load_pytree
+
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
+    if steps not in ("first,last", "all"):
+        raise UserError(f"--steps must be first,last or all (got {steps!r})")
+    if max_states < 100:
+        raise UserError(f"--max-states must be at least 100 (got {max_states})")
+    run_dir = Path(run_dir)
+    meta = load_config(run_dir)
+    cfg = meta["config_obj"]
+    spec = InputSpec.parse(cfg.input)
+    vla = None
+    if cfg.uses_vla:
+        vla = load_vla(cfg.model, cfg.site, max(cfg.episodes, cfg.eval_episodes), spec, cfg.demos)
+    inputs = load_inputs(cfg.demos, spec, cfg.std_floor, vla)
+    normalizer = Normalizer.from_dict(meta["normalizer"])
+    model = HetStat(cfg.hetstat, ACTION_DIM)
+    run_seed = int(meta["config"]["seeds"][0])
+    fresh = init_state(model, cfg.bc, jax.random.key(run_seed), int(inputs.train.x.shape[1])).params
+    ckpt = run_dir / "checkpoints" / f"seed{run_seed}"
+    have = [0, *sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("params_*.msgpack"))]
+    have = [s for s in dict.fromkeys(have) if (run_dir / "features" / f"seed{run_seed}_step{s:08d}.npz").exists()]
+    if not have:
+        raise UserError(f"{run_dir} has no point with kept online states; rerun `csil-diag entropy` into a new --out")
+    wanted = have if steps == "all" else sorted({have[0], have[-1]})
+
+    # Expert states are the same at every step; online states differ. Subsample so all steps fit max_states.
+    rng = np.random.default_rng(seed)
+    per_step = max_states // len(wanted)
+    parts: list[dict[str, Any]] = []
+    demo_sets = {
+        "train": (inputs.train.x, inputs.train.episode, time_in_episode(inputs.train.episode)),
+        "valid": (inputs.valid.x, inputs.valid.episode, time_in_episode(inputs.valid.episode)),
+    }
+    for step in wanted:
+        params = fresh if step == 0 else load_pytree(ckpt / f"params_{step:08d}.msgpack", fresh)
+        online = load_online_states(run_dir / "features" / f"seed{run_seed}_step{step:08d}.npz")
+        sets = {**demo_sets, "online": (online["x"], online["episode"], online["t"])}
+        total = sum(len(v[0]) for v in sets.values())
+        for split, (x, episode, t) in sets.items():
+            n = max(1, round(len(x) * min(1.0, per_step / total)))
+            idx = np.sort(rng.choice(len(x), min(n, len(x)), replace=False))
+            success = online["success"][idx] if split == "online" else np.ones(len(idx), bool)
+            reps = representations(model, params, normalizer(x[idx]))
+            parts.append(
+                {"step": step, "split": split, "episode": episode[idx], "t": t[idx], "success": success, **reps}
+            )
+    rows = []
+    for space in SPACES:
+        xy = embed_2d(np.concatenate([p[space] for p in parts]), method, seed)
+        start = 0
+        for p in parts:
+            n = len(p["episode"])
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "space": space,
+                        "step": p["step"],
+                        "split": p["split"],
+                        "episode": p["episode"],
+                        "t": p["t"],
+                        "success": p["success"],
+                        "x": xy[start : start + n, 0],
+                        "y": xy[start : start + n, 1],
+                    }
+                )
+            )
+            start += n
+    frame = pd.concat(rows, ignore_index=True).assign(method=method, seed=run_seed)
+    atomic_write_parquet(run_dir / "projections" / f"{method}.parquet", frame)
+    return frame
