@@ -705,6 +705,63 @@ def probe_trunk(
         console.print(f"wrote {Path(run_dir) / 'probes' / 'trunk.parquet'}")
 
 
+@probe_app.command("object")
+def probe_object(
+    task: str = typer.Option(..., help="lift, can or square"),
+    demos: Path = typer.Option(..., help="robomimic HDF5 with MuJoCo states (start states of the probe)"),
+    out: Path = typer.Option(..., help="directory for object_probe.parquet and probe.json"),
+    model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),
+    sites: str = typer.Option("state,actions,prefix", help="π0 embedding sites to probe"),
+    n: int = typer.Option(50, "--n", help="start states (the first n demos' first states)"),
+    seed: int = typer.Option(0, help="seed of the shift directions"),
+) -> None:
+    """Move the object (1, 2, 5 cm, 30° yaw) and, separately, the robot (the same shifts) from demo start states; how
+    far does each move π0's embedding, relative to its spread over the demos? (The thesis' guess: π0 sees the robot.)"""
+    import json
+    import time
+
+    from csil_diag.diag import object_probe as op
+    from csil_diag.runs import RunDir, atomic_write_json, atomic_write_parquet, file_fingerprint, now_utc
+    from csil_diag.vla.pi0 import EMBEDDING_SITES
+    from csil_diag.vla.policy import resolve_model_dir
+
+    chosen = _csv(sites)
+    bad = [s for s in chosen if s not in EMBEDDING_SITES]
+    if bad or not chosen:
+        raise UserError(f"--sites takes {', '.join(EMBEDDING_SITES)} (got {sites!r})")
+    if n < 2:
+        raise UserError(f"--n must be at least 2 start states (got {n})")
+    from csil_diag.features.dataset import dataset_task
+
+    if dataset_task(demos) != task:
+        raise UserError(f"{demos} holds {dataset_task(demos)} demos but --task is {task}; pass demos of {task}")
+    run_dir = RunDir(out).check()
+    model_dir = resolve_model_dir(model)
+    start = time.perf_counter()
+    embedders, fingerprint, cameras, size = {}, None, None, None
+    for site in chosen:
+        embed, policy = op.vla_embedder(model_dir, site, task)
+        embedders[f"π0 {site}"] = embed
+        fingerprint, cameras, size = policy.fingerprint, policy.cameras, policy.image_size
+    embedders["joints+object"] = op.lowdim_embedder()
+    states = op.collect_states(task, demos, cameras, size, n, seed=seed, on_progress=_count_bar("probe states"))
+    table = op.probe_table(states, embedders)
+    with run_dir.acquire(f"csil-diag probe object --out {out}"):
+        atomic_write_parquet(out / "object_probe.parquet", table)
+        meta = {"kind": "object_probe", "task": task, "demos": str(demos), "demos_sha256": file_fingerprint(demos)}
+        meta |= {"model": str(model_dir), "fingerprint": fingerprint, "n_starts": len(states.base), "seed": seed}
+        meta |= {"seconds": round(time.perf_counter() - start, 1), "written": now_utc()}
+        atomic_write_json(out / "probe.json", meta)
+    t = Table("embedding", *[p.label for p in op.PERTURBATIONS], title=f"sensitivity (‖Δ‖ / spread) — {model_dir}")
+    for name, part in table.groupby("embedding", sort=False):
+        values = dict(zip(part.perturbation, part.sensitivity, strict=True))
+        t.add_row(name, *[f"{values[p.label]:.3f}" for p in op.PERTURBATIONS])
+    console.print(t)
+    for r in op.ratio_summary(table).itertuples():
+        console.print(f"{r.embedding}: object / robot at {r.size * 100:.0f} cm = {r.object_over_robot:.2f}")
+    console.print(f"wrote {out / 'object_probe.parquet'} and {out / 'probe.json'} ({json.dumps(meta['seconds'])} s)")
+
+
 @app.command()
 def project(
     runs: list[Path] = typer.Argument(..., help="entropy run directories (their online states and checkpoints)"),

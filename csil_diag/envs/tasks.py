@@ -30,12 +30,15 @@ class TaskSpec:
     robosuite_env: str
     horizon: int
     prompt: str
+    object_joint: str  # the free joint of the object the task is about (the object probe moves it)
 
 
 TASKS: dict[str, TaskSpec] = {
-    "lift": TaskSpec("lift", "Lift", 400, "lift the red cube"),
-    "can": TaskSpec("can", "PickPlaceCan", 400, "pick up the can and place it in its bin"),
-    "square": TaskSpec("square", "NutAssemblySquare", 400, "put the square nut onto the square peg"),
+    "lift": TaskSpec("lift", "Lift", 400, "lift the red cube", "cube_joint0"),
+    "can": TaskSpec("can", "PickPlaceCan", 400, "pick up the can and place it in its bin", "Can_joint0"),
+    "square": TaskSpec(
+        "square", "NutAssemblySquare", 400, "put the square nut onto the square peg", "SquareNut_joint0"
+    ),
 }
 
 # Our camera names -> robosuite camera names (obs key = "<robosuite name>_image").

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -343,5 +345,35 @@ def projection_page(meta: dict, frame: pd.DataFrame, colour: str = "split") -> F
     method = frame.method.iloc[0].upper()
     what = {"split": "split", "t": "time in episode (online)", "success": "success (online)"}[colour]
     fig.suptitle(f"{method} projections of {run_label(meta)}, coloured by {what}; one fit per space", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def object_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
+    """Sensitivity (‖Δ embedding‖ / spread over the demos) to object vs robot moves, per embedding, one panel per
+    probed model."""
+    fig, axes = _grid(len(probes), width=6.5, height=4.2)
+    for ax, (meta, table) in zip(axes.flat, probes, strict=False):
+        labels = list(dict.fromkeys(table.perturbation))
+        names = list(dict.fromkeys(table.embedding))
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            part = table[table.embedding == name].set_index("perturbation").loc[labels]
+            xs = np.arange(len(labels)) + i * width
+            ax.bar(
+                xs,
+                part.sensitivity,
+                width,
+                yerr=part.sensitivity_std,
+                color=PALETTE[i % len(PALETTE)],
+                label=name,
+                capsize=2,
+            )
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("‖Δ‖ / spread over demos")
+        ax.set_title(f"{Path(str(meta.get('model'))).name} ({meta.get('n_starts')} start states)", fontsize=10)
+        ax.legend(loc="best", fontsize=7)
+    fig.suptitle("Object-sensitivity probe: does the embedding see the object or the robot?", fontsize=12)
     fig.tight_layout()
     return fig

@@ -233,9 +233,12 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
     out = check_output_file(out)
     from csil_diag.report import rl
 
-    runs, sweeps, trains = [], [], []
+    runs, sweeps, trains, objects = [], [], [], []
     for d in map(Path, run_dirs):
-        if (d / "sweep.json").exists():
+        if (d / "object_probe.parquet").exists():
+            meta = read_json_file(d / "probe.json", "rerun `csil-diag probe object`")
+            objects.append((meta, read_parquet_file(d / "object_probe.parquet", "rerun `csil-diag probe object`")))
+        elif (d / "sweep.json").exists():
             sweep, cells = load_sweep(d)
             sweeps.append((sweep, cells))
             runs += cells
@@ -276,6 +279,8 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
                     pages.append(
                         (f"projection{number}_{path.stem}_{colour}", figures.projection_page(meta, frame, colour))
                     )
+    if objects:
+        pages.append(("object_probe", figures.object_probe_page(objects)))
     if trains:
         pages += [("cover", f) for f in _text_pages("CSIL / SACfD training runs", rl.summary_lines(trains))]
         pages += [
