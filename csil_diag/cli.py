@@ -752,10 +752,11 @@ def probe_object(
         meta |= {"model": str(model_dir), "fingerprint": fingerprint, "n_starts": len(states.base), "seed": seed}
         meta |= {"seconds": round(time.perf_counter() - start, 1), "written": now_utc()}
         atomic_write_json(out / "probe.json", meta)
-    t = Table("embedding", *[p.label for p in op.PERTURBATIONS], title=f"sensitivity (‖Δ‖ / spread) — {model_dir}")
-    for name, part in table.groupby("embedding", sort=False):
-        values = dict(zip(part.perturbation, part.sensitivity, strict=True))
-        t.add_row(name, *[f"{values[p.label]:.3f}" for p in op.PERTURBATIONS])
+    names = list(dict.fromkeys(table.embedding))
+    t = Table("perturbation", *names, title=f"sensitivity ‖Δ‖ / spread over demo states (mean ± std) — {model_dir}")
+    for p in op.PERTURBATIONS:
+        part = table[table.perturbation == p.label].set_index("embedding")
+        t.add_row(p.label, *[f"{part.sensitivity[n]:.3f} ± {part.sensitivity_std[n]:.3f}" for n in names])
     console.print(t)
     for r in op.ratio_summary(table).itertuples():
         console.print(f"{r.embedding}: object / robot at {r.size * 100:.0f} cm = {r.object_over_robot:.2f}")

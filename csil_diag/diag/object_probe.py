@@ -2,9 +2,10 @@
 
 From demo start states, the object is moved (shifts of 1, 2, 5 cm and a 30° yaw turn) and, separately, the robot's end
 effector by the same shifts (through its arm joints); both cameras are rendered again and embedded by π0 at every site.
-Sensitivity = ‖Δ embedding‖ / spread, the spread being the RMS distance of demo states' embeddings to their mean (so 1
-is "as different as two typical demo states"). The same for the low-dim joints+object features as a reference. π0's
-flow noise is the same for a state and its perturbations, so differences come from the observation alone.
+Every dimension is standardised by its std over demo states (floored at 0.01, as runs normalise the HetStat's input),
+and sensitivity = ‖Δ embedding‖ / spread, the spread being the RMS distance of demo states to their mean in that space
+(so 1 is "as different as two typical demo states"). The same for the low-dim joints+object features as a reference.
+π0's flow noise is the same for a state and its perturbations, so differences come from the observation alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from csil_diag.errors import UserError
 SHIFTS = (0.01, 0.02, 0.05)  # metres
 YAW = math.radians(30.0)
 SITES = ("state", "actions", "prefix")
+STD_FLOOR = 0.01  # as EntropyConfig.std_floor
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,14 @@ def probe_table(
     ids = list(range(n))
     rows = []
     for name, embed in embedders.items():
-        base = embed(states.base, ids)
-        scale = spread(embed(states.reference, list(range(n, n + len(states.reference)))))
+        reference = embed(states.reference, list(range(n, n + len(states.reference))))
+        # Per-dimension standardisation with the demo states' statistics (std floored as runs floor it): distances in
+        # the space the HetStat sees, not dominated by a few large-valued dimensions.
+        std = np.maximum(reference.std(0), STD_FLOOR)
+        base = embed(states.base, ids) / std
+        scale = spread(reference / std)
         for p in PERTURBATIONS:
-            values = sensitivity(base, embed(states.moved[p.label], ids), scale)
+            values = sensitivity(base, embed(states.moved[p.label], ids) / std, scale)
             rows.append(
                 {
                     "embedding": name,
