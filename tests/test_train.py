@@ -135,7 +135,7 @@ def test_residual_and_ensemble_modes_compose_with_pi0(lift_demos: Path, tmp_path
     shutil.copy(lift_demos, demos)  # the embedding cache lands beside the dataset
     model = _save_model(tmp_path / "pi0", 0)
     for mode in ("residual", "ensemble"):
-        config = tiny(demos, input="pi0+joints", model=str(model), bc=BCConfig(mode=mode), steps=20)
+        config = tiny(demos, input="pi0+joints", model=str(model), bc=BCConfig(mode=mode), steps=10, horizon=6)
         with TrainRun(config, tmp_path / mode) as run:
             table = run.run()
             assert run.demo["base"].shape == run.demo["action"].shape  # π0's action stored with every demo step

@@ -19,6 +19,18 @@ from csil_diag.policy.hetstat import HetStat
 TINY = HetStatConfig(hidden=(32, 32), bottleneck=8, features=32, covariance_blocks=4)
 
 
+@pytest.fixture(scope="module")
+def tiny_run(lift_demos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny entropy run (steps 0, 2, 4; only the last parameters kept)."""
+    from test_entropy import tiny_config
+
+    from csil_diag.diag.entropy_run import EntropyRun
+
+    out = tmp_path_factory.mktemp("probe") / "run"
+    EntropyRun(tiny_config(lift_demos, checkpoints="last"), out, workers=0).run()
+    return out
+
+
 def test_nearest_distances_match_brute_force() -> None:
     rng = np.random.default_rng(0)
     q, ref = rng.standard_normal((2500, 7)), rng.standard_normal((333, 7))
@@ -64,13 +76,8 @@ def test_reading_names_where_separation_is_lost() -> None:
     assert "separated in every space" in reading(kept)
 
 
-def test_probe_of_an_entropy_run(lift_demos: Path, tmp_path: Path) -> None:
-    from test_entropy import tiny_config
-
-    from csil_diag.diag.entropy_run import EntropyRun
-
-    out = tmp_path / "run"
-    EntropyRun(tiny_config(lift_demos, checkpoints="last"), out, workers=0).run()
+def test_probe_of_an_entropy_run(tiny_run: Path, tmp_path: Path) -> None:
+    out = tiny_run
     online = load_online_states(out / "features" / "seed0_step00000004.npz")
     assert online["x"].shape[1] == 19 and len(online["x"]) == len(online["t"]) == len(online["episode"])
     frame, notes = probe_run(out)
@@ -83,23 +90,19 @@ def test_probe_of_an_entropy_run(lift_demos: Path, tmp_path: Path) -> None:
     assert any(p.name.endswith("_trunk_probe.png") for p in summary.pngs)
 
 
-def test_a_run_without_online_states_is_one_clear_error(lift_demos: Path, tmp_path: Path) -> None:
-    from test_entropy import tiny_config
+def test_a_run_without_online_states_is_one_clear_error(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
 
-    from csil_diag.diag.entropy_run import EntropyRun
-
-    out = tmp_path / "run"
-    EntropyRun(tiny_config(lift_demos, steps=2, every=2), out, workers=0).run()
-    for f in (out / "features").iterdir():
-        f.unlink()  # as a run made before online states were kept
+    out = tmp_path / "old"
+    shutil.copytree(tiny_run, out)
+    shutil.rmtree(out / "features")  # as a run made before online states were kept
     with pytest.raises(UserError, match="no point with kept online states"):
         probe_run(out)
 
 
-def test_projections_are_reproducible_and_reported(lift_demos: Path, tmp_path: Path) -> None:
-    from test_entropy import tiny_config
+def test_projections_are_reproducible_and_reported(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
 
-    from csil_diag.diag.entropy_run import EntropyRun
     from csil_diag.diag.projections import embed_2d, project_run
     from csil_diag.report.pdf import build_report
 
@@ -111,7 +114,7 @@ def test_projections_are_reproducible_and_reported(lift_demos: Path, tmp_path: P
         embed_2d(x, "mds")
 
     out = tmp_path / "run"
-    EntropyRun(tiny_config(lift_demos, checkpoints="last"), out, workers=0).run()
+    shutil.copytree(tiny_run, out)
     frame = project_run(out, "pca", max_states=400)
     assert set(frame.space) == set(SPACES) and sorted(frame.step.unique()) == [0, 4]
     assert set(frame.split) == {"train", "valid", "online"} and len(frame) <= 3 * 400 + 30
