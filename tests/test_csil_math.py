@@ -14,6 +14,8 @@ from csil_diag.csil import reward as coherent
 from csil_diag.csil.critic import TwinCritic, soft_target
 from csil_diag.csil.sac import Learner
 from csil_diag.data.buffer import ReplayBuffer, demo_transitions
+from csil_diag.policy import tanh_gaussian as tg
+from csil_diag.policy.actor import make_act
 from csil_diag.policy.hetstat import HetStat
 
 TINY = HetStatConfig(hidden=(32, 32), bottleneck=8, features=32, covariance_blocks=4)
@@ -79,6 +81,23 @@ def test_coherent_reward_prefers_expert_actions_and_is_zero_far_from_data():
     assert np.abs(r_prior).max() < 0.6 * float(expert.min())
 
 
+def test_kl_to_the_bc_policy_is_exact_where_actions_saturate():
+    """With the actor equal to π_BC the KL penalty is exactly 0, also for samples far in the tanh's tail (the gripper
+    at ±1), where log-probs of clipped actions would not cancel."""
+    model = HetStat(TINY, 2)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3)))
+    params["params"]["loc_weights"] = jnp.full_like(params["params"]["loc_weights"], 3.0)  # tanh(mean) ≈ ±1
+    learner = Learner(model, TwinCritic(TINY_CRITIC), CSILConfig(), "residual", 2, 1e-5)
+    state = learner.init(jax.random.key(1), 3, True, params)
+    x, base = jnp.ones((64, 3)), jnp.full((64, 2), 0.9)
+    drawn = learner.sample(state.actor, x, base, jax.random.key(2))
+    assert float(jnp.abs(drawn["a"]).max()) > 0.999  # saturated samples are present
+    penalty = learner._penalty(state, x, base, drawn, 0.01)
+    np.testing.assert_array_equal(np.asarray(penalty), 0.0)
+    z = jnp.array([[4.0, -6.0]])
+    assert float(tg.log_ratio_pre_squash(z, z - 0.1, jnp.ones_like(z), z - 0.1, jnp.ones_like(z))[0]) == 0.0
+
+
 def test_soft_target_hand_computed():
     r = jnp.array([1.0, -0.5])
     d = jnp.array([1.0, 0.0])  # the second transition ended in success: no bootstrap
@@ -120,12 +139,13 @@ def test_sac_learns_the_point_mass_optimum():
     rng = np.random.default_rng(0)
     buffer.add(point_mass_batch(rng, 20000))
     probe = jnp.array([[-0.8], [-0.4], [0.4], [0.8]])
-    before = np.asarray(learner.act(state.actor, probe, None, jax.random.key(0), stochastic=False))[:, 0]
+    act = make_act(learner.actor_model, "head")
+    before = np.asarray(act(state.actor, probe, None, jax.random.key(0), stochastic=False))[:, 0]
     for i in range(60):
         demo = {k: jnp.asarray(v.reshape(25, 26, *v.shape[1:])) for k, v in buffer.sample(rng, 25 * 26).items()}
         online = {k: jnp.asarray(v.reshape(25, 102, *v.shape[1:])) for k, v in buffer.sample(rng, 25 * 102).items()}
         state, metrics = learner.update(state, demo, online, jax.random.key(i))
-    after = np.asarray(learner.act(state.actor, probe, None, jax.random.key(0), stochastic=False))[:, 0]
+    after = np.asarray(act(state.actor, probe, None, jax.random.key(0), stochastic=False))[:, 0]
     assert np.allclose(before, 0.0, atol=1e-6)  # a fresh HetStat has zero mean
     assert after[0] > 0.5 and after[1] > 0.3 and after[2] < -0.3 and after[3] < -0.5, after
     assert np.isfinite(float(metrics["critic_loss"]))

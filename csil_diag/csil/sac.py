@@ -98,11 +98,18 @@ class Learner:
         mu, std = self.actor_model.apply(params, x)
         return tg.log_prob(self.mode, action, mu, std, base)
 
-    def sample(self, params: Any, x, base, key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """A reparameterised action and its log-probability: (B, A), (B,)."""
+    def _gaussian(self, params: Any, x, base) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Mean and std of a HetStat's pre-squash Gaussian, composed with the base action: (B, A), (B, A)."""
         mu, std = self.actor_model.apply(params, x)
-        actions, per_dim = tg.sample(key, self.mode, mu, std, base, 1)
-        return actions[0], per_dim[0].sum(-1)
+        return tg.squash_mean(self.mode, mu, base), std
+
+    def sample(self, params: Any, x, base, key: jax.Array) -> dict[str, jnp.ndarray]:
+        """A reparameterised action a (B, A), its log-probability logp (B,), and the pre-squash sample z with the
+        Gaussian it came from (mean, std)."""
+        mean, std = self._gaussian(params, x, base)
+        z = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
+        logp = (tg.gaussian_log_prob(z, mean, std) - tg.log_det_squash(self.mode, z)).sum(-1)
+        return {"a": tg.squash(self.mode, z, base), "logp": logp, "z": z, "mean": mean, "std": std}
 
     def reward(self, params: Any, x, base, action) -> jnp.ndarray:
         """The coherent reward of a HetStat's params at (s, a): (B,)."""
@@ -123,11 +130,12 @@ class Learner:
     def temperature(self, state: SACState) -> jnp.ndarray:
         return jnp.exp(state.log_alpha) if not self.csil else jnp.asarray(self.config.entropy_coefficient)
 
-    def _penalty(self, state: SACState, x, base, action, log_pi, alpha) -> jnp.ndarray:
-        """β (log π − log π_BC) for csil, α log π for sacfd, at the given actions: (B,)."""
+    def _penalty(self, state: SACState, x, base, sample: dict[str, jnp.ndarray], alpha) -> jnp.ndarray:
+        """β (log π − log π_BC) for csil (exact in z: the squash's Jacobian cancels), α log π for sacfd: (B,)."""
         if self.csil:
-            return alpha * (log_pi - self.log_prob(state.reference, x, base, action))
-        return alpha * log_pi
+            ref_mean, ref_std = self._gaussian(state.reference, x, base)
+            return alpha * tg.log_ratio_pre_squash(sample["z"], sample["mean"], sample["std"], ref_mean, ref_std)
+        return alpha * sample["logp"]
 
     # ------------------------------------------------------------------ one update
     def _update(self, state: SACState, demo: Batch, online: Batch, key: jax.Array):
@@ -154,9 +162,9 @@ class Learner:
             reward = batch["reward"]
 
         # Critic.
-        next_a, next_logp = self.sample(state.actor, batch["next_x"], batch.get("next_base"), k_next)
-        next_q = self.critic_model.apply(state.critic_target, batch["next_x"], batch.get("next_base"), next_a).min(0)
-        next_v = next_q - self._penalty(state, batch["next_x"], batch.get("next_base"), next_a, next_logp, alpha)
+        nxt = self.sample(state.actor, batch["next_x"], batch.get("next_base"), k_next)
+        next_q = self.critic_model.apply(state.critic_target, batch["next_x"], batch.get("next_base"), nxt["a"]).min(0)
+        next_v = next_q - self._penalty(state, batch["next_x"], batch.get("next_base"), nxt, alpha)
         if self.csil:
             next_v = jnp.minimum(next_v, self._value_cap())  # the reward's bound caps every return
         target = jax.lax.stop_gradient(soft_target(reward, batch["discount"], cfg.discount, next_v))
@@ -178,10 +186,10 @@ class Learner:
 
         # Actor, on every state of the batch, against the updated critic.
         def actor_loss(a_params):
-            a, logp = self.sample(a_params, batch["x"], batch.get("base"), k_actor)
-            q = self.critic_model.apply(critic, batch["x"], batch.get("base"), a).min(0)
-            penalty = self._penalty(state, batch["x"], batch.get("base"), a, logp, alpha)
-            return jnp.mean(penalty - q), logp
+            drawn = self.sample(a_params, batch["x"], batch.get("base"), k_actor)
+            q = self.critic_model.apply(critic, batch["x"], batch.get("base"), drawn["a"]).min(0)
+            penalty = self._penalty(state, batch["x"], batch.get("base"), drawn, alpha)
+            return jnp.mean(penalty - q), drawn["logp"]
 
         (a_loss, logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
         updates, actor_opt = self._opt(cfg.actor_lr).update(a_grads, state.actor_opt, state.actor)
@@ -276,17 +284,3 @@ class Learner:
     def with_rl_optimizer(self, state: SACState) -> SACState:
         """After pre-training: the RL optimiser from scratch, the target equal to the pre-trained critic."""
         return state.replace(critic_opt=self._opt(self.config.critic_lr).init(state.critic), critic_target=state.critic)
-
-    # ------------------------------------------------------------------ acting
-    @functools.cached_property
-    def act(self):
-        """act(params, x, base, key, stochastic) → actions (B, A): a sample, or tanh of the mean (evaluation)."""
-
-        @functools.partial(jax.jit, static_argnames="stochastic")
-        def run(params, x, base, key, stochastic: bool):
-            mu, std = self.actor_model.apply(params, x)
-            if not stochastic:
-                return tg.deterministic_action(self.mode, mu, base)
-            return tg.sample(key, self.mode, mu, std, base, 1)[0][0]
-
-        return run

@@ -85,6 +85,17 @@ def sample(
     return squash(mode, z, a_base), per_dim
 
 
+def log_ratio_pre_squash(
+    z: jnp.ndarray, mean_p: jnp.ndarray, std_p: jnp.ndarray, mean_q: jnp.ndarray, std_q: jnp.ndarray
+) -> jnp.ndarray:
+    """log p(a) − log q(a) at a = squash(z) for two policies composed with the same base action: (..., A) → (...).
+
+    The squash's Jacobian is the same for both and cancels, so the ratio is exact where actions saturate (the gripper
+    at ±1); evaluating each log-prob at the clipped action instead would leave a Jacobian term that pulls saturated
+    means back towards zero."""
+    return (gaussian_log_prob(z, mean_p, std_p) - gaussian_log_prob(z, mean_q, std_q)).sum(-1)
+
+
 def deterministic_action(mode: str, mu: jnp.ndarray, a_base: jnp.ndarray | None = None) -> jnp.ndarray:
     """The evaluation action: the squashed mean."""
     return squash(mode, squash_mean(mode, mu, a_base), a_base)
