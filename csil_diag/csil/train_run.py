@@ -427,16 +427,16 @@ class SeedTrainer:
         self.writer = SummaryWriter(str(self.run_.out / "tensorboard" / f"seed{self.seed}"), purge_step=purge)
         try:
             if resumed is None:
-                state, buffer, counters = self._pretrain()
-                self._evaluate_and_save(0, state, buffer, counters, [])
+                state, buffer, counters, rows = self._pretrain()
+                self._evaluate_and_save(0, state, buffer, counters, rows, {})
                 segment = 1
             else:
                 segment, state, buffer, counters = resumed
                 self.on_event("resume", {"seed": self.seed, **counters})
                 segment += 1
             while counters["env_steps"] < cfg.steps:
-                state, rows = self._segment(segment, state, buffer, counters)
-                self._evaluate_and_save(segment, state, buffer, counters, rows)
+                state, rows, summary = self._segment(segment, state, buffer, counters)
+                self._evaluate_and_save(segment, state, buffer, counters, rows, summary)
                 segment += 1
         finally:
             self.writer.close()
@@ -447,7 +447,7 @@ class SeedTrainer:
         return self.learner.init(jax.random.key(0), d, self.run_.composes, bc)
 
     # ------------------------------------------------------------------ pre-training
-    def _pretrain(self) -> tuple[SACState, ReplayBuffer, dict[str, int]]:
+    def _pretrain(self) -> tuple[SACState, ReplayBuffer, dict[str, int], list[dict[str, Any]]]:
         cfg, inputs = self.cfg, self.run_.inputs
         d = int(inputs.train.x.shape[1])
         rows: list[dict[str, Any]] = []
@@ -459,9 +459,8 @@ class SeedTrainer:
         if cfg.rl.algo == "csil" and cfg.rl.critic_pretrain_steps:
             state, pre_rows = self._critic_pretrain(state)
             rows += pre_rows
-        self._pending_rows = rows
         counters = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "iterations": 0}
-        return state, ReplayBuffer(cfg.buffer_size, self.run_._widths()), counters
+        return state, ReplayBuffer(cfg.buffer_size, self.run_._widths()), counters, rows
 
     def _bc(self) -> tuple[Any, list[dict[str, Any]]]:
         cfg, inputs = self.cfg, self.run_.inputs
@@ -527,7 +526,7 @@ class SeedTrainer:
 
     def _segment(
         self, segment: int, state: SACState, buffer: ReplayBuffer, counters: dict[str, int]
-    ) -> tuple[SACState, list[dict[str, Any]]]:
+    ) -> tuple[SACState, list[dict[str, Any]], dict[str, float]]:
         """Collect until the segment's env-step budget (episodes in flight are finished), updating as we go."""
         cfg = self.cfg
         venv, normalize = self.venv, self.run_.inputs.normalizer
@@ -635,8 +634,7 @@ class SeedTrainer:
             "segment_seconds": seconds,
             "env_steps_per_second": (counters["env_steps"] - steps_before) / max(seconds, 1e-9),
         }
-        self._segment_summary = summary
-        return state, train_rows
+        return state, train_rows, summary
 
     def _train_row(self, accum: list[dict[str, float]], counters: dict[str, int]) -> dict[str, Any]:
         total = sum(m["n"] for m in accum)
@@ -657,14 +655,13 @@ class SeedTrainer:
         buffer: ReplayBuffer,
         counters: dict[str, int],
         rows: list[dict[str, Any]],
+        summary: dict[str, float],
     ) -> None:
+        """The evaluation row (with the segment's training summary) after ``rows``; then rows, checkpoint, table."""
         cfg = self.cfg
         self.on_event("evaluate", {"seed": self.seed, "segment": segment, "env_steps": counters["env_steps"]})
-        if segment == 0:
-            rows = [*getattr(self, "_pending_rows", []), *rows]
         row = {"kind": "eval", "env_steps": counters["env_steps"], "updates": counters["updates"]}
-        row["episodes"] = counters["episodes"]
-        row |= getattr(self, "_segment_summary", {}) if segment else {}
+        row |= {"episodes": counters["episodes"], **summary}
         det = run_episodes(
             self.venv,
             self._rollout_actor(self._noise_id(segment, 2)).policy(state.actor, False, self.seed),

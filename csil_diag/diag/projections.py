@@ -9,7 +9,6 @@ cache) or t-SNE (scikit-learn), all seeded.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,43 +56,21 @@ def project_run(
 ) -> pd.DataFrame:
     """Projections of one entropy run's first seed, written to ``<run>/projections/<method>.parquet``; returns
     rows (space, step, split, episode, t, success, x, y)."""
-    import jax
-
-    from csil_diag.csil.bc import init_state
-    from csil_diag.diag.entropy_run import load_config
-    from csil_diag.diag.rollouts import load_online_states, time_in_episode
+    from csil_diag.diag.rollouts import time_in_episode
+    from csil_diag.diag.run_states import check_steps, open_run
     from csil_diag.diag.trunk_probe import SPACES, representations
-    from csil_diag.envs.tasks import ACTION_DIM
-    from csil_diag.features.inputs import load_inputs, load_vla
-    from csil_diag.features.normalize import Normalizer
-    from csil_diag.features.spec import InputSpec
-    from csil_diag.policy.hetstat import HetStat
-    from csil_diag.runs import atomic_write_parquet, load_pytree
+    from csil_diag.runs import atomic_write_parquet
 
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
-    if steps not in ("first,last", "all"):
-        raise UserError(f"--steps must be first,last or all (got {steps!r})")
+    check_steps(steps)
     if max_states < 100:
         raise UserError(f"--max-states must be at least 100 (got {max_states})")
-    run_dir = Path(run_dir)
-    meta = load_config(run_dir)
-    cfg = meta["config_obj"]
-    spec = InputSpec.parse(cfg.input)
-    vla = None
-    if cfg.uses_vla:
-        vla = load_vla(cfg.model, cfg.site, max(cfg.episodes, cfg.eval_episodes), spec, cfg.demos)
-    inputs = load_inputs(cfg.demos, spec, cfg.std_floor, vla)
-    normalizer = Normalizer.from_dict(meta["normalizer"])
-    model = HetStat(cfg.hetstat, ACTION_DIM)
-    run_seed = int(meta["config"]["seeds"][0])
-    fresh = init_state(model, cfg.bc, jax.random.key(run_seed), int(inputs.train.x.shape[1])).params
-    ckpt = run_dir / "checkpoints" / f"seed{run_seed}"
-    have = [0, *sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("params_*.msgpack"))]
-    have = [s for s in dict.fromkeys(have) if (run_dir / "features" / f"seed{run_seed}_step{s:08d}.npz").exists()]
-    if not have:
-        raise UserError(f"{run_dir} has no point with kept online states; rerun `csil-diag entropy` into a new --out")
-    wanted = have if steps == "all" else sorted({have[0], have[-1]})
+    run = open_run(run_dir)
+    inputs, normalizer, run_seed = run.inputs, run.normalizer, run.seeds[0]
+    wanted = run.steps(run_seed, steps)
+    if not wanted:
+        raise run.no_states_error()
 
     # Expert states are the same at every step; online states differ. Subsample so all steps fit max_states.
     rng = np.random.default_rng(seed)
@@ -104,15 +81,15 @@ def project_run(
         "valid": (inputs.valid.x, inputs.valid.episode, time_in_episode(inputs.valid.episode)),
     }
     for step in wanted:
-        params = fresh if step == 0 else load_pytree(ckpt / f"params_{step:08d}.msgpack", fresh)
-        online = load_online_states(run_dir / "features" / f"seed{run_seed}_step{step:08d}.npz")
+        params = run.params(run_seed, step)
+        online = run.online(run_seed, step)
         sets = {**demo_sets, "online": (online["x"], online["episode"], online["t"])}
         total = sum(len(v[0]) for v in sets.values())
         for split, (x, episode, t) in sets.items():
             n = max(1, round(len(x) * min(1.0, per_step / total)))
             idx = np.sort(rng.choice(len(x), min(n, len(x)), replace=False))
             success = online["success"][idx] if split == "online" else np.ones(len(idx), bool)
-            reps = representations(model, params, normalizer(x[idx]))
+            reps = representations(run.model, params, normalizer(x[idx]))
             parts.append(
                 {"step": step, "split": split, "episode": episode[idx], "t": t[idx], "success": success, **reps}
             )
@@ -138,5 +115,5 @@ def project_run(
             )
             start += n
     frame = pd.concat(rows, ignore_index=True).assign(method=method, seed=run_seed)
-    atomic_write_parquet(run_dir / "projections" / f"{method}.parquet", frame)
+    atomic_write_parquet(run.run_dir / "projections" / f"{method}.parquet", frame)
     return frame

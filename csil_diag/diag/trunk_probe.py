@@ -9,6 +9,7 @@ features before the stationary layer sees them. Absent already at the input: the
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -24,17 +25,17 @@ from csil_diag.diag.separation import auroc, bootstrap_auroc
 SPACES = ("input", "bottleneck", "features")
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _bottleneck_and_features(model: nn.Module, params: Any, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    _, _, h, phi = model.apply(params, x, with_features=True)
+    return h, phi
+
+
 def representations(model: nn.Module, params: Any, x: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
     """The three spaces of normalised inputs x (N, D): input (N, D), bottleneck (N, 48), features (N, F)."""
-
-    @jax.jit
-    def run(xs):
-        _, _, h, phi = model.apply(params, xs, with_features=True)
-        return h, phi
-
     hs, phis = [], []
     for start in range(0, len(x), chunk):
-        h, phi = run(jnp.asarray(x[start : start + chunk]))
+        h, phi = _bottleneck_and_features(model, params, jnp.asarray(x[start : start + chunk]))
         hs.append(np.asarray(h))
         phis.append(np.asarray(phi))
     return {"input": np.asarray(x, np.float32), "bottleneck": np.concatenate(hs), "features": np.concatenate(phis)}
@@ -140,59 +141,34 @@ def probe_run(
     Parameters at step 0 are a pure function of the seed; later steps need ``params_<step>.msgpack``
     (``--checkpoints every`` keeps one per point, ``last`` the last only). Returns (rows, notes on what was skipped).
     """
-    from csil_diag.csil.bc import init_state
-    from csil_diag.diag.entropy_run import load_config
-    from csil_diag.diag.rollouts import load_online_states
-    from csil_diag.envs.tasks import ACTION_DIM
-    from csil_diag.errors import UserError
-    from csil_diag.features.inputs import load_inputs, load_vla
-    from csil_diag.features.normalize import Normalizer
-    from csil_diag.features.spec import InputSpec
-    from csil_diag.policy.hetstat import HetStat
-    from csil_diag.runs import load_pytree
+    from csil_diag.diag.run_states import check_steps, open_run
 
-    if steps not in ("first,last", "all"):
-        raise UserError(f"--steps must be first,last or all (got {steps!r})")
-    run_dir = Path(run_dir)
-    meta = load_config(run_dir)
-    cfg = meta["config_obj"]
-    spec = InputSpec.parse(cfg.input)
-    vla = None
-    if cfg.uses_vla:
-        vla = load_vla(cfg.model, cfg.site, max(cfg.episodes, cfg.eval_episodes), spec, cfg.demos)
-    inputs = load_inputs(cfg.demos, spec, cfg.std_floor, vla)
-    normalizer = Normalizer.from_dict(meta["normalizer"])
-    x_train, x_valid = normalizer(inputs.train.x), normalizer(inputs.valid.x)
-    model = HetStat(cfg.hetstat, ACTION_DIM)
-    width = int(x_train.shape[1])
+    check_steps(steps)
+    run = open_run(run_dir)
+    x_train, x_valid = run.normalizer(run.inputs.train.x), run.normalizer(run.inputs.valid.x)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    for seed in meta["config"]["seeds"]:
-        ckpt = run_dir / "checkpoints" / f"seed{seed}"
-        fresh = init_state(model, cfg.bc, jax.random.key(seed), width).params
-        have = [0, *sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("params_*.msgpack"))]
-        have = [s for s in dict.fromkeys(have) if (run_dir / "features" / f"seed{seed}_step{s:08d}.npz").exists()]
-        if not have:
+    for seed in run.seeds:
+        wanted = run.steps(seed, steps)
+        if not wanted:
             notes.append(f"seed {seed}: no point with kept online states (a run made before they were kept)")
             continue
-        wanted = have if steps == "all" else sorted({have[0], have[-1]})
         for step in wanted:
-            params = fresh if step == 0 else load_pytree(ckpt / f"params_{step:08d}.msgpack", fresh)
-            online = load_online_states(run_dir / "features" / f"seed{seed}_step{step:08d}.npz")
+            online = run.online(seed, step)
             for row in probe_spaces(
-                model,
-                params,
+                run.model,
+                run.params(seed, step),
                 x_train,
                 x_valid,
-                inputs.valid.episode,
-                normalizer(online["x"]),
+                run.inputs.valid.episode,
+                run.normalizer(online["x"]),
                 online["episode"],
-                cfg.bootstrap,
+                run.config.bootstrap,
                 seed,
             ):
-                rows.append({"seed": seed, "step": step, "input": cfg.input, **row})
+                rows.append({"seed": seed, "step": step, "input": run.config.input, **row})
             if on_step is not None:
                 on_step(seed, step)
     if not rows:
-        raise UserError(f"{run_dir} has no point with kept online states; rerun `csil-diag entropy` into a new --out")
+        raise run.no_states_error()
     return write_probe(run_dir, rows), notes

@@ -1,0 +1,96 @@
+"""An entropy run's states as the instruments read them: the inputs it was trained on (re-read from the demos with
+its saved normaliser), its HetStat, the parameters at a BC step and the online states kept at that step."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from csil_diag.errors import UserError
+from csil_diag.features.inputs import RunInputs
+from csil_diag.features.normalize import Normalizer
+
+
+def check_steps(steps: str) -> None:
+    if steps not in ("first,last", "all"):
+        raise UserError(f"--steps must be first,last or all (got {steps!r})")
+
+
+@dataclass
+class RunStates:
+    run_dir: Path
+    meta: dict[str, Any]
+    inputs: RunInputs
+    normalizer: Normalizer
+    model: Any  # HetStat
+    _fresh: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.meta["config_obj"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.meta["config"]["seeds"]]
+
+    def _features(self, seed: int, step: int) -> Path:
+        return self.run_dir / "features" / f"seed{seed}_step{step:08d}.npz"
+
+    def _initial(self, seed: int) -> Any:
+        """Step 0's parameters: a pure function of the seed (as the run initialised them)."""
+        if seed not in self._fresh:
+            from csil_diag.csil.bc import init_state
+
+            width = int(self.inputs.train.x.shape[1])
+            self._fresh[seed] = init_state(self.model, self.config.bc, jax.random.key(seed), width).params
+        return self._fresh[seed]
+
+    def steps(self, seed: int, which: str) -> list[int]:
+        """BC steps with both parameters (step 0, or a kept checkpoint) and kept online states: all of them, or the
+        first and the last."""
+        ckpt = self.run_dir / "checkpoints" / f"seed{seed}"
+        have = [0, *sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("params_*.msgpack"))]
+        have = [s for s in dict.fromkeys(have) if self._features(seed, s).exists()]
+        return have if which == "all" or not have else sorted({have[0], have[-1]})
+
+    def params(self, seed: int, step: int) -> Any:
+        from csil_diag.runs import load_pytree
+
+        fresh = self._initial(seed)
+        ckpt = self.run_dir / "checkpoints" / f"seed{seed}" / f"params_{step:08d}.msgpack"
+        return fresh if step == 0 else load_pytree(ckpt, fresh)
+
+    def online(self, seed: int, step: int) -> dict[str, np.ndarray]:
+        from csil_diag.diag.rollouts import load_online_states
+
+        return load_online_states(self._features(seed, step))
+
+    def no_states_error(self) -> UserError:
+        return UserError(
+            f"{self.run_dir} has no point with kept online states; rerun `csil-diag entropy` into a new --out"
+        )
+
+
+def open_run(run_dir: str | os.PathLike) -> RunStates:
+    """An entropy run directory, its VLA (where the input needs one) and demo features loaded once."""
+    from csil_diag.diag.entropy_run import load_config
+    from csil_diag.envs.tasks import ACTION_DIM
+    from csil_diag.features.inputs import load_inputs, load_vla
+    from csil_diag.features.spec import InputSpec
+    from csil_diag.policy.hetstat import HetStat
+
+    run_dir = Path(run_dir)
+    meta = load_config(run_dir)
+    cfg = meta["config_obj"]
+    spec = InputSpec.parse(cfg.input)
+    vla = None
+    if cfg.uses_vla:
+        vla = load_vla(cfg.model, cfg.site, max(cfg.episodes, cfg.eval_episodes), spec, cfg.demos)
+    inputs = load_inputs(cfg.demos, spec, cfg.std_floor, vla)
+    normalizer = Normalizer.from_dict(meta["normalizer"])
+    return RunStates(run_dir, meta, inputs, normalizer, HetStat(cfg.hetstat, ACTION_DIM))
