@@ -27,7 +27,9 @@ def env_steps_per_second(
         return steps / (time.perf_counter() - start)
 
 
-def run(tasks: tuple[str, ...] = ("lift", "can", "square"), steps: int = 300) -> dict[str, dict[str, float]]:
+def run(
+    tasks: tuple[str, ...] = ("lift", "can", "square", "assembly"), steps: int = 300
+) -> dict[str, dict[str, float]]:
     """{task: {"no_cameras": steps/s, "agentview+wrist_84": steps/s}}."""
     return {
         task: {

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_RUNS = ("lift:0:50", "can:0:50", "square:0:50", "lift:0.3:20", "can:0.3:20")
+DEFAULT_RUNS = ("lift:0:50", "can:0:50", "square:0:50", "assembly:0:50", "lift:0.3:20", "can:0.3:20")
 
 
 def parse_run(spec: str) -> tuple[str, float, int]:

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from csil_diag.envs.tasks import TASK_CHOICES
 from csil_diag.errors import UserError
 from csil_diag.ui import command_line, console
 from csil_diag.ui import count_bar as _count_bar
@@ -65,7 +66,7 @@ def _seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
 @demos_app.callback(invoke_without_command=True)
 def demos(
     ctx: typer.Context,
-    task: str = typer.Option(None, help="lift, can or square  [required]"),
+    task: str = typer.Option(None, help=f"{TASK_CHOICES}  [required]"),
     n: int = typer.Option(200, "--n", help="number of successful demos to write"),
     cameras: str = typer.Option("", help="comma-separated: agentview,wrist (none: low-dim only)"),
     image_size: int = typer.Option(84, help="camera image height = width, pixels"),
@@ -261,7 +262,7 @@ _ENTROPY_OPTIONS = frozenset(inspect.signature(_entropy_config).parameters)  # w
 
 @app.command()
 def entropy(
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     input: str = typer.Option("joints+object", "--input", help="feature spec, e.g. joints+object, eef+object[:3]"),
     demos: Path = typer.Option(..., help="robomimic HDF5 with mask/train and mask/valid"),
     out: Path = typer.Option(..., help="run directory (re-running resumes it)"),
@@ -383,7 +384,7 @@ OptWorkersPerRun = Annotated[int, typer.Option(help="env worker processes per ru
 
 @app.command("slice-sweep")
 def slice_sweep(
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     demos: OptSweepDemos = ...,
     out: OptSweepOut = ...,
     widths: str = typer.Option("0,16,64,256", help="embedding widths; 0 = the low-dim reference; 'all' = the site's"),
@@ -434,7 +435,7 @@ def compare(
         ..., help="comma-separated π0 checkpoints (e.g. the full, lora, lora-frozen-vision fine-tunes)"
     ),
     demos: OptSweepDemos = ...,
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     out: OptSweepOut = ...,
     labels: str = typer.Option(None, help="comma-separated names, one per model (default: the directory names)"),
     base: Path = typer.Option(None, help="the checkpoint they were fine-tuned from: stores the `vla diff` audit"),
@@ -524,7 +525,7 @@ def _print_sweep_summary(result) -> None:
 # ------------------------------------------------------------------------------------------ train
 @app.command()
 def train(
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     demos: Path = typer.Option(..., help="robomimic HDF5 with mask/train and mask/valid"),
     out: Path = typer.Option(..., help="run directory (re-running resumes it from its last evaluation)"),
     algo: str = typer.Option("csil", help="csil (coherent reward, thesis Alg. 1) | sacfd (sparse reward + demos)"),
@@ -707,7 +708,7 @@ def probe_trunk(
 
 @probe_app.command("object")
 def probe_object(
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     demos: Path = typer.Option(..., help="robomimic HDF5 with MuJoCo states (start states of the probe)"),
     out: Path = typer.Option(..., help="directory for object_probe.parquet and probe.json"),
     model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),

@@ -49,7 +49,9 @@ def test_every_task_has_an_expert():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("task", "seeds"), [("lift", (0, 1, 2)), ("can", (0, 1)), ("square", (0, 1))])
+@pytest.mark.parametrize(
+    ("task", "seeds"), [("lift", (0, 1, 2)), ("can", (0, 1)), ("square", (0, 1)), ("assembly", (0, 1))]
+)
 def test_expert_succeeds_without_noise(envs, task, seeds):
     env, expert = envs(task), make_expert(task)
     for seed in seeds:

@@ -69,6 +69,7 @@ class Phase:
     until: Callable[[Any], bool] | None = None  # done when this holds for the robosuite env instead of tol
     holding: bool = False  # the object must stay in the gripper; if it slips out, start the script over
     max_speed: float = 1.0  # cap on each position action dim (1 = 5 cm/step): careful moves
+    replan: bool = False  # a new object starts here: plan() again on entry, and a drop restarts from here
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -120,6 +121,23 @@ def carry_target(eef_pos: np.ndarray, obj_pos: np.ndarray, goal_xy: np.ndarray, 
     return np.array([*(np.asarray(goal_xy[:2]) - (obj_pos[:2] - eef_pos[:2])), z], dtype=np.float64)
 
 
+def plan_yaws(start: float, grasps: Sequence[float], turn: float, centring: float = 0.0) -> tuple[float, float]:
+    """(grasp yaw, place yaw) for an object to be grasped at one of ``grasps`` and turned by ``turn``.
+
+    Each grasp can be followed by ``turn`` ± 2π; take the pair with the least wrist motion from ``start`` that keeps
+    both yaws in ``YAW_RANGE`` (wrist turns past the range are what leave OSC stuck). ``centring`` > 0 also
+    prefers yaws near the wrist's home (0), where the arm reaches furthest.
+    """
+
+    def cost(yaws: tuple[float, float]) -> float:
+        outside = sum(max(YAW_RANGE[0] - y, y - YAW_RANGE[1], 0.0) for y in yaws)
+        home = centring * (abs(yaws[0]) + abs(yaws[1]))
+        return abs(yaws[0] - start) + abs(yaws[1] - yaws[0]) + 100.0 * outside + home
+
+    pairs = ((g, g + turn + 2 * math.pi * j) for g, j in itertools.product(grasps, (-1, 0, 1)))
+    return min(pairs, key=cost)
+
+
 # ---------------------------------------------------------------------------------------------- base
 class ScriptedExpert:
     """Phase machine and P-controllers shared by the experts; subclasses write ``phases`` (and ``plan``)."""
@@ -145,7 +163,8 @@ class ScriptedExpert:
         raise NotImplementedError
 
     def plan(self, sim_env: Any, obs: dict[str, np.ndarray]) -> None:
-        """Per-episode decisions, taken on the first ``act`` and again whenever the script starts over."""
+        """Per-object decisions, taken on the first ``act``, on entering a ``replan`` phase, and again whenever the
+        script starts over."""
 
     def held_object(self, sim_env: Any) -> Any:
         """The robosuite object model that ``holding`` phases must keep between the fingers."""
@@ -168,7 +187,9 @@ class ScriptedExpert:
         eef_pos = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
         eef_rot = eef_rotation(obs)
         if self._dropped(sim_env):
-            self.phase_index, self.entry_pos = 0, None
+            # Start this object's part of the script over (earlier objects are in place).
+            starts = [i for i, p in enumerate(self._script[: self.phase_index + 1]) if p.replan]
+            self.phase_index, self.entry_pos = (starts[-1] if starts else 0), None
             self.retries += 1
         if self.entry_pos is None:
             self.phase_steps, self.entry_pos = 0, eef_pos.copy()
@@ -181,6 +202,8 @@ class ScriptedExpert:
             if self.phase_index == len(self._script) - 1 or not self._done(phase, sim_env, eef_pos, eef_rot, pos, yaw):
                 break
             self.phase_index, self.phase_steps, self.entry_pos = self.phase_index + 1, 0, eef_pos.copy()
+            if self._script[self.phase_index].replan:
+                self.plan(sim_env, obs)
         self.phase_steps += 1
 
         action = np.zeros(ACTION_DIM)
@@ -370,14 +393,8 @@ class SquareExpert(ScriptedExpert):
         turn = wrap_angle(self._nut_goal_yaw - nut_yaw)
         start = gripper_yaw(eef_rotation(obs))
 
-        def cost(yaws: tuple[float, float]) -> float:
-            outside = sum(max(YAW_RANGE[0] - y, y - YAW_RANGE[1], 0.0) for y in yaws)
-            return abs(yaws[0] - start) + abs(yaws[1] - yaws[0]) + 100.0 * outside
-
         grasps = [nut_yaw + k * math.pi for k in range(-2, 3)]  # fingers across the handle either way
-        self._grasp_yaw, self._place_yaw = min(
-            ((g, g + turn + 2 * math.pi * j) for g, j in itertools.product(grasps, (-1, 0, 1))), key=cost
-        )
+        self._grasp_yaw, self._place_yaw = plan_yaws(start, grasps, turn)
 
     def _at_handle(self, height: float) -> TargetFn:
         def target(sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
@@ -430,7 +447,135 @@ class SquareExpert(ScriptedExpert):
         )
 
 
-EXPERTS: dict[str, type[ScriptedExpert]] = {"lift": LiftExpert, "can": CanExpert, "square": SquareExpert}
+class AssemblyExpert(ScriptedExpert):
+    """Piece 1 into the base (yaw to the hole's modulo 90°), then piece 2 over it (its slot along piece 1's ridge,
+    modulo 180°): for each, turn the wrist, grasp (piece 1 across its ridge, piece 2 by its knob), lift, carry over
+    the target turned to fit, lower until seated, let go, back off."""
+
+    ridge_grip = 0.02  # below the ridge's top
+    carry_height = (0.22, 0.32)  # eef above the table while carrying piece 1 / 2: clears the base and the ridge
+    seat_margin = 0.008  # lowering stops once the piece's bottom is this close to where it rests
+    centring = 1.0  # pieces near the table's corners are reachable only with the wrist near its home yaw
+
+    def __init__(self, config: ExpertConfig = ExpertConfig()) -> None:
+        super().__init__(config)
+        self._grasp_yaw = 0.0
+        self._place_yaw = 0.0
+
+    # piece 1 is the object of the first part of the script, piece 2 of the second
+    def _piece(self) -> int:
+        second = next(i for i, p in enumerate(self._script) if p.replan)
+        return 2 if self.phase_index >= second else 1
+
+    def held_object(self, sim_env: Any) -> Any:
+        return sim_env.piece_1 if self._piece() == 1 else sim_env.piece_2
+
+    def _body(self, sim_env: Any, piece: int) -> int:
+        return sim_env.piece_1_body_id if piece == 1 else sim_env.piece_2_body_id
+
+    def _pos(self, sim_env: Any, piece: int) -> np.ndarray:
+        return np.array(sim_env.sim.data.body_xpos[self._body(sim_env, piece)])
+
+    def _goal(self, sim_env: Any, piece: int) -> tuple[np.ndarray, float, float]:
+        """Where the piece goes: (centre xy, a yaw that fits, the fit's period)."""
+        if piece == 1:
+            return np.array(sim_env.sim.data.body_xpos[sim_env.base_body_id]), 0.0, math.pi / 2
+        return self._pos(sim_env, 1), body_yaw(sim_env.sim, sim_env.piece_1_body_id), math.pi
+
+    def plan(self, sim_env: Any, obs: dict[str, np.ndarray]) -> None:
+        piece = self._piece()
+        yaw = body_yaw(sim_env.sim, self._body(sim_env, piece))
+        _, goal_yaw, period = self._goal(sim_env, piece)
+        turn = wrap_angle(goal_yaw - yaw, period)
+        if piece == 1:  # fingers across the ridge (which runs along the piece's y): either way round
+            grasps = [yaw + math.pi / 2 + k * math.pi for k in range(-2, 3)]
+        else:  # the knob is a cube
+            grasps = [yaw + k * math.pi / 2 for k in range(-4, 5)]
+        self._grasp_yaw, self._place_yaw = plan_yaws(gripper_yaw(eef_rotation(obs)), grasps, turn, self.centring)
+
+    def _grip_point(self, sim_env: Any, piece: int) -> np.ndarray:
+        from csil_diag.envs import assembly as geometry
+
+        point = self._pos(sim_env, piece)
+        if piece == 1:
+            point[2] += geometry.PIECE1_HEIGHT / 2 - self.ridge_grip
+        else:
+            point[2] += geometry.PIECE2_HEIGHT / 2 - geometry.KNOB / 2
+        return point
+
+    def _at_grip(self, height: float) -> TargetFn:
+        def target(sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
+            piece = self._piece()
+            yaw = body_yaw(sim_env.sim, self._body(sim_env, piece))
+            offset = math.pi / 2 if piece == 1 else 0.0
+            period = math.pi if piece == 1 else math.pi / 2
+            return above(self._grip_point(sim_env, piece), height), closest_equivalent(
+                yaw + offset, self._grasp_yaw, period
+            )
+
+        return target
+
+    def _turn_in_place(self, sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
+        return self.entry_pos, self._grasp_yaw
+
+    def _lift(self, sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
+        z = float(sim_env.table_offset[2]) + self.carry_height[self._piece() - 1]
+        return np.array([*self.entry_pos[:2], z]), None
+
+    def _over_goal(self, lower: bool) -> TargetFn:
+        def target(sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
+            piece = self._piece()
+            goal, goal_yaw, period = self._goal(sim_env, piece)
+            grip = gripper_yaw(eef_rotation(obs))
+            in_grip = body_yaw(sim_env.sim, self._body(sim_env, piece)) - grip  # corrects slip in the fingers
+            yaw = closest_equivalent(goal_yaw - in_grip, self._place_yaw, period)
+            table = float(sim_env.table_offset[2])
+            z = table if lower else table + self.carry_height[piece - 1]
+            return carry_target(obs["robot0_eef_pos"], self._pos(sim_env, piece), goal, z), yaw
+
+        return target
+
+    def _seated(self, sim_env: Any) -> bool:
+        from csil_diag.envs import assembly as geometry
+
+        piece = self._piece()
+        rest = float(sim_env.table_offset[2]) + (0.0 if piece == 1 else geometry.BASE_HEIGHT)
+        return bool(sim_env.piece_bottom(piece) < rest + self.seat_margin)
+
+    def _retreat(self, sim_env: Any, obs: dict[str, np.ndarray]) -> Target:
+        return above(self.entry_pos, 0.10), None
+
+    def phases(self) -> Sequence[Phase]:
+        grip_hover, grip, carry, lower = (
+            self._at_grip(0.08),
+            self._at_grip(0.0),
+            self._over_goal(False),
+            self._over_goal(True),
+        )
+        script = []
+        for piece in (1, 2):
+            # Clearance per side 6 mm / 3 mm; a held piece sags ~2 mm below its target (lowering corrects it).
+            tol = 0.004 if piece == 1 else 0.003
+            script += [
+                Phase(f"turn{piece}", self._turn_in_place, OPEN, max_steps=30, tol=0.02, replan=piece == 2),
+                Phase(f"hover{piece}", grip_hover, OPEN, max_steps=60, tol=0.015),
+                Phase(f"descend{piece}", grip, OPEN, max_steps=40, tol=0.006),
+                Phase(f"grasp{piece}", grip, CLOSED, max_steps=12, tol=None),
+                Phase(f"lift{piece}", self._lift, CLOSED, max_steps=60, tol=0.03, holding=True),
+                Phase(f"carry{piece}", carry, CLOSED, max_steps=120, tol=tol, holding=True),
+                Phase(f"lower{piece}", lower, CLOSED, max_steps=80, until=self._seated, holding=True, max_speed=0.3),
+                Phase(f"release{piece}", lower, OPEN, max_steps=8, tol=None),
+                Phase(f"retreat{piece}", self._retreat, OPEN, max_steps=40 if piece == 1 else 100, tol=0.02),
+            ]
+        return script
+
+
+EXPERTS: dict[str, type[ScriptedExpert]] = {
+    "lift": LiftExpert,
+    "can": CanExpert,
+    "square": SquareExpert,
+    "assembly": AssemblyExpert,
+}
 
 
 def make_expert(task: str, config: ExpertConfig = ExpertConfig()) -> ScriptedExpert:

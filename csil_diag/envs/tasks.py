@@ -39,7 +39,11 @@ TASKS: dict[str, TaskSpec] = {
     "square": TaskSpec(
         "square", "NutAssemblySquare", 400, "put the square nut onto the square peg", "SquareNut_joint0"
     ),
+    # Our own env (csil_diag.envs.assembly), after mimicgen's ThreePieceAssembly; the thesis' horizon (§5.2).
+    "assembly": TaskSpec("assembly", "CsilThreePieceAssembly", 800, "assemble the three pieces", "piece_1_joint0"),
 }
+
+TASK_CHOICES = ", ".join(TASKS)  # for help texts
 
 # Our camera names -> robosuite camera names (obs key = "<robosuite name>_image").
 CAMERAS: dict[str, str] = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
@@ -85,6 +89,9 @@ def _import_robosuite() -> Any:
     from robosuite import macros
 
     macros.IMAGE_CONVENTION = "opencv"
+    from csil_diag.envs.assembly import register
+
+    register()  # our own task's env class, so that robosuite.make (and robomimic's env_args) can name it
     return robosuite
 
 
@@ -308,7 +315,8 @@ def make_env(
     seed: int | None = None,
     horizon: int | None = None,
 ) -> RobosuiteTask:
-    """Create ``lift``, ``can`` or ``square`` (Panda, OSC pose, delta actions, 20 Hz, horizon 400).
+    """Create ``lift``, ``can``, ``square`` or ``assembly`` (Panda, OSC pose, delta actions, 20 Hz, horizon 400; 800 for
+    assembly).
 
     ``seed`` (None = 0) fixes the model's random geometry and the first episode; later episodes take
     ``reset(seed=...)``.

@@ -52,7 +52,7 @@ LOWDIM_SOURCES: dict[str, Source] = {
         _joints,
         "arm joint positions and gripper fingers (9)",
     ),
-    "object": Source("object", ("object",), _object, "oracle object state (10 lift, 14 can/square)"),
+    "object": Source("object", ("object",), _object, "oracle object state (10 lift, 14 can/square, 30 assembly)"),
 }
 # Sources computed by a model (the VLA) rather than read from observations: their values are passed to
 # :func:`featurize` (cached embeddings for demos, live queries online); the width is the model's.

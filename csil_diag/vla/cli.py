@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from csil_diag.envs.tasks import TASK_CHOICES
 from csil_diag.errors import UserError
 from csil_diag.ui import command_line, console, count_bar, training_bar
 
@@ -83,7 +84,7 @@ def bench(
 
 @vla_app.command("eval")
 def eval_model(
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     model: Path = typer.Option(None, help="π0 checkpoint directory (default: the embedded tiny model)"),
     episodes: int = typer.Option(25, help="episodes (each from its own seeded initial state)"),
     replan: int = typer.Option(4, help="execute this many actions of each chunk, then query again"),
@@ -192,7 +193,7 @@ def pretrain(
 @vla_app.command("finetune")
 def finetune(
     base: Path = typer.Option(..., help="base checkpoint (e.g. from `csil-diag vla pretrain`)"),
-    task: str = typer.Option(..., help="lift, can or square"),
+    task: str = typer.Option(..., help=TASK_CHOICES),
     demos: str = typer.Option(..., help="robomimic HDF5 file(s) with cameras of this task (comma-separated)"),
     regime: str = typer.Option("lora", help="full | lora | lora-frozen-vision"),
     out: Path = typer.Option(..., help="checkpoint directory to create"),
