@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -109,21 +111,31 @@ def test_piece_1_does_not_fit_the_hole_turned_45_degrees(env):
 
 
 @pytest.mark.slow
-def test_demos_and_replay(tmp_path):
-    """The expert's demos in robomimic's layout, replayed from their states to the same success."""
+def test_demos_replay_and_the_vla_dataset(tmp_path):
+    """The expert's demos in robomimic's layout, replayed from their states to the same success, and read as a π0
+    training set with the task's prompt (what multi-task pre-training takes)."""
     import h5py
 
     from csil_diag.data.demos import DemoConfig, generate_demos
     from csil_diag.data.replay import replay_demos
     from csil_diag.data.robomimic import read_info
+    from csil_diag.envs.tasks import task_from_env_name
+    from csil_diag.features.dataset import check_demos_for_task
+    from csil_diag.vla import adapter
+    from csil_diag.vla.dataset import DemoFile, load_dataset
 
     out = tmp_path / "assembly.hdf5"
-    generate_demos(DemoConfig(task="assembly", n=2, seed=0, valid_fraction=0.5), out, workers=1)
+    config = DemoConfig(task="assembly", n=2, seed=0, valid_fraction=0.5, cameras=("agentview", "wrist"), image_size=32)
+    generate_demos(config, out, workers=1)
     info = read_info(out)
     assert info.meta["generator"]["task"] == "assembly" and all(info.success)
-    assert info.obs_keys["object"][0] == (30,)
+    assert info.obs_keys["object"][0] == (30,) and info.obs_keys["agentview"][0] == (32, 32, 3)
     with h5py.File(out, "r") as f:
-        assert '"CsilThreePieceAssembly"' in f["data"].attrs["env_args"]
+        env_name = json.loads(f["data"].attrs["env_args"])["env_name"]
+    assert task_from_env_name(env_name) == "assembly"
+    check_demos_for_task(out, "assembly")
+    vla_data = load_dataset(adapter.TINY, (DemoFile("assembly", out),))
+    assert vla_data.prompts == ("assemble the three pieces",) and len(vla_data.state) == info.lengths[0]
     results = replay_demos(out)
     assert [r.replay_success for r in results] == [True, True]
     assert max(r.max_object_error for r in results) < 1e-3
