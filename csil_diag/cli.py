@@ -199,6 +199,19 @@ OptLr = Annotated[float | None, typer.Option(help="AdamW learning rate [1e-4]")]
 OptBatchSize = Annotated[int | None, typer.Option(help="BC batch size [256]")]
 OptCovariance = Annotated[str | None, typer.Option(help="full (faithful, default) | diagonal (speed studies only)")]
 OptActivation = Annotated[str | None, typer.Option(help="periodic_relu (default) | triangle | sin_cos")]
+OptTrunk = Annotated[str | None, typer.Option(help="HetStat trunk: plain (default) | spectral (remedy: SNGP-style)")]
+OptSpectralBound = Annotated[float | None, typer.Option(help="spectral trunk: bound on each layer's norm [0.95]")]
+OptInputTransform = Annotated[
+    str | None, typer.Option(help="remedy: none (default) | pca:K | whiten | whiten:K, fitted on the training demos")
+]
+OptLengthscaleInit = Annotated[float | None, typer.Option(help="random features' initial log inverse lengthscale [-5]")]
+OptLearnLengthscale = Annotated[
+    bool | None,
+    typer.Option("--learn-lengthscale/--fixed-lengthscale", help="remedy: keep lengthscales at their init [learn]"),
+]
+OptRfSkip = Annotated[
+    bool | None, typer.Option("--rf-skip/--no-rf-skip", help="remedy: half the random features read the input [no]")
+]
 OptStdFloor = Annotated[float | None, typer.Option(help="floor on the per-feature std used to normalise inputs [0.01]")]
 OptCheckpoints = Annotated[str | None, typer.Option(help="every (params at every point) | last  [every; quick last]")]
 OptSite = Annotated[str, typer.Option(help="π0 embedding site: state | actions | prefix")]
@@ -220,6 +233,12 @@ def _entropy_config(
     batch_size: int | None = None,
     covariance: str | None = None,
     activation: str | None = None,
+    trunk: str | None = None,
+    spectral_bound: float | None = None,
+    input_transform: str | None = None,
+    lengthscale_init: float | None = None,
+    learn_lengthscale: bool | None = None,
+    rf_skip: bool | None = None,
     std_floor: float | None = None,
     checkpoints: str | None = None,
     model: Path | None = None,
@@ -247,7 +266,9 @@ def _entropy_config(
         "site": site,
         "replan": replan,
     }
-    hetstat = {"covariance": covariance, "activation": activation}
+    hetstat = {"covariance": covariance, "activation": activation, "trunk": trunk, "spectral_bound": spectral_bound}
+    hetstat |= {"input_transform": input_transform, "log_lengthscale_init": lengthscale_init}
+    hetstat |= {"learn_lengthscale": learn_lengthscale, "rf_skip": rf_skip}
     bc = {"learning_rate": lr, "batch_size": batch_size, "mode": mode or default_mode(input)}
     return replace(
         config,
@@ -277,6 +298,12 @@ def entropy(
     batch_size: OptBatchSize = None,
     covariance: OptCovariance = None,
     activation: OptActivation = None,
+    trunk: OptTrunk = None,
+    spectral_bound: OptSpectralBound = None,
+    input_transform: OptInputTransform = None,
+    lengthscale_init: OptLengthscaleInit = None,
+    learn_lengthscale: OptLearnLengthscale = None,
+    rf_skip: OptRfSkip = None,
     std_floor: OptStdFloor = None,
     checkpoints: OptCheckpoints = None,
     workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
@@ -332,9 +359,13 @@ def _ci(lo: float, hi: float) -> str:
 
 
 def _print_entropy_summary(table, config, out: Path) -> None:
+    from csil_diag.config import remedy_label
+
     last = table[table.step == table.step.max()]
+    remedies = remedy_label(config.hetstat)
     title = (
         f"{config.task} · {config.input} · mode {config.bc.mode} · {config.hetstat.covariance} covariance"
+        f"{' · ' + remedies if remedies else ''}"
         f" · step {int(table.step.max())}"
         f" · K={config.k_samples}"
     )
@@ -406,6 +437,12 @@ def slice_sweep(
     batch_size: OptBatchSize = None,
     covariance: OptCovariance = None,
     activation: OptActivation = None,
+    trunk: OptTrunk = None,
+    spectral_bound: OptSpectralBound = None,
+    input_transform: OptInputTransform = None,
+    lengthscale_init: OptLengthscaleInit = None,
+    learn_lengthscale: OptLearnLengthscale = None,
+    rf_skip: OptRfSkip = None,
     std_floor: OptStdFloor = None,
     checkpoints: OptCheckpoints = None,
     model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),
@@ -469,6 +506,53 @@ def compare(
     if base_dir is not None:
         write_audit(out, base_dir, dirs, names)
     _run_sweep(sweep, backend, parallel, workers_per_run, address)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    task: str = typer.Option(..., help=TASK_CHOICES),
+    demos: OptSweepDemos = ...,
+    out: OptSweepOut = ...,
+    set_: list[str] = typer.Option(
+        ..., "--set", help="KEY=V1,V2 (repeatable; the grid is their product), e.g. hetstat.trunk=plain,spectral"
+    ),
+    input: str = typer.Option("pi0+joints", "--input", help="feature spec of every cell (unless --set input=…)"),
+    backend: OptBackend = "local",
+    address: OptAddress = None,
+    parallel: OptParallel = 0,
+    workers_per_run: OptWorkersPerRun = 1,
+    preset: OptPreset = None,
+    steps: OptSteps = None,
+    every: OptEvery = None,
+    episodes: OptEpisodes = None,
+    eval_episodes: OptEvalEpisodes = None,
+    seeds: OptSeeds = None,
+    k: OptK = None,
+    lr: OptLr = None,
+    batch_size: OptBatchSize = None,
+    covariance: OptCovariance = None,
+    activation: OptActivation = None,
+    trunk: OptTrunk = None,
+    spectral_bound: OptSpectralBound = None,
+    input_transform: OptInputTransform = None,
+    lengthscale_init: OptLengthscaleInit = None,
+    learn_lengthscale: OptLearnLengthscale = None,
+    rf_skip: OptRfSkip = None,
+    std_floor: OptStdFloor = None,
+    checkpoints: OptCheckpoints = None,
+    model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),
+    mode: str = typer.Option(None, help="head, residual or ensemble (default: residual with pi0)"),
+    site: OptSite = "state",
+) -> None:
+    """The entropy diagnostic over any grid of its settings (remedies × widths …); slice-sweep and compare are
+    presets of it."""
+    from csil_diag.diag.sweep import Sweep, apply_settings, grid_cells, parse_set
+
+    base = _entropy_config(**{k: v for k, v in locals().items() if k in _ENTROPY_OPTIONS})
+    cells = [replace(c, model=base.model) for c in grid_cells(base.input, [parse_set(x) for x in set_])]
+    for cell in cells:  # every combination is a valid run before anything starts
+        apply_settings(replace(base, input=cell.input), cell.settings)
+    _run_sweep(Sweep(out, "sweep", base, cells, command_line()), backend, parallel, workers_per_run, address)
 
 
 def _run_sweep(sweep, backend: str, parallel: int, workers_per_run: int, address: str | None) -> None:

@@ -14,6 +14,17 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise UserError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
 
 
+def parse_input_transform(text: str) -> tuple[str, int | None]:
+    """``none`` | ``pca:K`` | ``whiten`` | ``whiten:K`` → (kind, K or None); a one-line error otherwise."""
+    kind, _, k = text.partition(":")
+    ok = kind in ("none", "pca", "whiten") and (k.isdigit() and int(k) > 0 if k else kind != "pca")
+    if not ok or (kind == "none" and k):
+        raise UserError(
+            f"input transform must be none, pca:K, whiten or whiten:K with K a positive integer (got {text!r})"
+        )
+    return kind, int(k) if k else None
+
+
 @dataclass(frozen=True)
 class HetStatConfig:
     """HetStat architecture (thesis App. B)."""
@@ -28,14 +39,64 @@ class HetStatConfig:
     prior_variance: float = 0.75
     min_variance: float = 1e-5
     layer_norm: bool = True
+    # Remedies for the collapse on wide embeddings (at their defaults a run is the thesis' HetStat, and its identity
+    # omits them, so runs made before they existed resume):
+    trunk: str = "plain"  # plain | spectral: spectrally normalised layers with residual hidden blocks (SNGP)
+    spectral_bound: float = 0.95  # the spectral trunk's bound on each layer's spectral norm
+    input_transform: str = "none"  # none | pca:K | whiten | whiten:K, fitted on the training demos' features
+    learn_lengthscale: bool = True  # False: the random features' lengthscales stay at log_lengthscale_init
+    rf_skip: bool = False  # half the random features read the (transformed) input directly, bypassing the trunk
 
     def __post_init__(self) -> None:
         _check_choice("activation", self.activation, ("periodic_relu", "triangle", "sin_cos"))
         _check_choice("covariance", self.covariance, ("full", "diagonal"))
+        _check_choice("trunk", self.trunk, ("plain", "spectral"))
+        parse_input_transform(self.input_transform)
+        if not (math.isfinite(self.spectral_bound) and self.spectral_bound > 0):
+            raise UserError(f"spectral_bound must be a positive number such as 0.95 (got {self.spectral_bound})")
+        if self.rf_skip and self.features % 4:
+            raise UserError(
+                f"rf_skip splits the features into two sin/cos halves: features must be a multiple of 4 "
+                f"(got {self.features})"
+            )
         if self.features % 2:
             raise UserError(f"features must be even (got {self.features})")
         if self.features % self.covariance_blocks:
             raise UserError(f"features ({self.features}) must be a multiple of covariance_blocks")
+
+
+REMEDY_DEFAULTS = {
+    "trunk": "plain",
+    "spectral_bound": 0.95,
+    "input_transform": "none",
+    "learn_lengthscale": True,
+    "rf_skip": False,
+}
+
+
+def hetstat_identity(config: HetStatConfig) -> dict[str, Any]:
+    """The HetStat's part of a run identity: remedy fields only where they differ from the thesis' HetStat."""
+    data = asdict(config)
+    for key, default in REMEDY_DEFAULTS.items():
+        # the bound is part of a spectral trunk's identity even at its default; meaningless without one
+        keep = key == "spectral_bound" and config.trunk == "spectral"
+        if (data[key] == default and not keep) or (key == "spectral_bound" and config.trunk != "spectral"):
+            del data[key]
+    return data
+
+
+def remedy_label(config: HetStatConfig) -> str:
+    """The remedies a HetStat uses, for titles and tables ("" for the thesis' HetStat)."""
+    parts = []
+    if config.trunk != "plain":
+        parts.append(f"{config.trunk} trunk" + (f" (≤{config.spectral_bound:g})" if config.trunk == "spectral" else ""))
+    if config.input_transform != "none":
+        parts.append(f"input {config.input_transform}")
+    if not config.learn_lengthscale:
+        parts.append(f"fixed lengthscale {config.log_lengthscale_init:g}")
+    if config.rf_skip:
+        parts.append("random-feature skip")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,81 @@ def test_a_killed_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(
     time.sleep(2)  # its workers die with it (PR_SET_PDEATHSIG); their run-directory locks go with them
     result = Sweep(out, "test", _base(lift_demos), LOWDIM_CELLS, "test").run(parallel=2, workers_per_run=0)
     pd.testing.assert_frame_equal(result.summary, pd.read_parquet(tiny_sweep / "summary.parquet"), check_exact=True)
+
+
+# ------------------------------------------------------------------------------------ generic grids (csil-diag sweep)
+def test_set_parsing_typing_and_refusals() -> None:
+    from csil_diag.diag.sweep import parse_set
+
+    assert parse_set("hetstat.trunk=plain,spectral") == ("hetstat.trunk", ["plain", "spectral"])
+    assert parse_set("hetstat.rf_skip=false,true") == ("hetstat.rf_skip", [False, True])
+    assert parse_set("bc.learning_rate=1e-4,3e-4") == ("bc.learning_rate", [1e-4, 3e-4])
+    assert parse_set("hetstat.hidden=1024x1024,256") == ("hetstat.hidden", [(1024, 1024), (256,)])
+    assert parse_set("input=pi0{1,5}+joints,joints") == ("input", ["pi0{1,5}+joints", "joints"])  # commas in braces
+    assert parse_set("horizon=none,100") == ("horizon", [None, 100])
+    for bad, message in [
+        ("seeds=0,1", "not a setting a sweep can vary"),
+        ("task=can", "not a setting a sweep can vary"),
+        ("hetstat.bogus=1", "not a setting a sweep can vary"),
+        ("hetstat", "takes KEY=V1,V2"),
+        ("steps=abc", "not a valid int"),
+        ("hetstat.rf_skip=maybe", "not a valid bool"),
+        ("steps=10,10", "listed twice"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            parse_set(bad)
+
+
+def test_grid_cells_are_the_product_with_labels_columns_and_settings() -> None:
+    from csil_diag.diag.sweep import grid_cells, parse_set
+
+    cells = grid_cells(
+        "pi0+joints", [parse_set("hetstat.trunk=plain,spectral"), parse_set("hetstat.input_transform=none,pca:64")]
+    )
+    assert [c.label for c in cells] == [
+        "trunk=plain__input_transform=none",
+        "trunk=plain__input_transform=pca:64",
+        "trunk=spectral__input_transform=none",
+        "trunk=spectral__input_transform=pca:64",
+    ]
+    assert cells[3].settings == {"hetstat.trunk": "spectral", "hetstat.input_transform": "pca:64"}
+    assert cells[3].columns == {"trunk": "spectral", "input_transform": "pca:64"} and cells[3].input == "pi0+joints"
+    swept_input = grid_cells("joints", [parse_set("input=joints,joints+object")])
+    assert [(c.input, c.settings) for c in swept_input] == [("joints", {}), ("joints+object", {})]
+    with pytest.raises(UserError, match="twice"):
+        grid_cells("joints", [parse_set("steps=2"), parse_set("steps=4")])
+
+
+@pytest.mark.slow
+def test_a_settings_sweep_runs_each_cell_with_its_settings_and_reports_them(lift_demos: Path, tmp_path: Path) -> None:
+    from csil_diag.diag.sweep import grid_cells, parse_set
+    from csil_diag.report.pdf import build_report
+
+    cells = grid_cells("joints", [parse_set("hetstat.trunk=plain,spectral")])
+    out = tmp_path / "s"
+    result = Sweep(out, "sweep", _base(lift_demos), cells, "test").run(parallel=2, workers_per_run=0)
+    assert not result.failed
+    meta = json.loads((out / "sweep.json").read_text())
+    assert "trunk" not in meta["shared"]["hetstat"]  # varied by the grid, so not a shared setting
+    for label, trunk in [("trunk=plain", "plain"), ("trunk=spectral", "spectral")]:
+        run = json.loads((out / "runs" / label / "config.json").read_text())
+        assert run["config"]["hetstat"]["trunk"] == trunk
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert set(zip(summary.cell, summary.trunk, strict=True)) == {
+        ("trunk=plain", "plain"),
+        ("trunk=spectral", "spectral"),
+    }
+    # the two trunks give different numbers (the setting reached the run)
+    online = summary[summary.split == "online"].set_index(["cell", "step"]).gaussian_entropy
+    assert online.loc["trunk=plain"].tolist() != online.loc["trunk=spectral"].tolist()
+    # resuming with a cell's settings changed under the same label is refused
+    changed = [replace(cells[1], settings={"hetstat.trunk": "plain"})]
+    with pytest.raises(UserError, match="trunk=spectral"):
+        Sweep(out, "sweep", _base(lift_demos), changed, "test")
+    report = build_report([out], tmp_path / "r.pdf")
+    assert report.pages >= 3
+    from csil_diag.report.pdf import load_sweep, settings_page
+
+    sweep_meta, runs = load_sweep(out)
+    text = "\n".join(t.get_text() for fig in settings_page(sweep_meta, runs) for t in fig.texts)
+    assert "trunk=spectral" in text and "(trunk=plain)" in text  # the baseline is the cell with every remedy off

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig, from_dict
+from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig, from_dict, hetstat_identity
 from csil_diag.csil.bc import init_state, make_train_fn
 from csil_diag.csil.critic import TwinCritic
 from csil_diag.csil.sac import Learner, SACState
@@ -131,6 +131,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
+        data["hetstat"] = hetstat_identity(self.hetstat)  # remedies only where used
         for key in ("seeds", "model", "demos"):  # seeds may be added; model and demos are identified by fingerprints
             data.pop(key)
         if not self.uses_vla:
@@ -240,9 +241,9 @@ class TrainRun:
             vla = load_vla(cfg.model, cfg.site, cfg.n_envs, self.spec, cfg.demos, on_embed)
             self.config = cfg = replace(cfg, model=vla[2])
             self.vla = vla[0]
-        self.inputs = load_inputs(cfg.demos, self.spec, cfg.std_floor, vla)
+        self.inputs = load_inputs(cfg.demos, self.spec, cfg.std_floor, vla, cfg.hetstat.input_transform)
         self.composes = cfg.mode != "head"
-        self.model = HetStat(cfg.hetstat, ACTION_DIM)
+        self.model = HetStat(cfg.hetstat, ACTION_DIM, self.inputs.normalizer.out_width)
         critic = TwinCritic(cfg.critic)
         self.learner = Learner(self.model, critic, cfg.rl, cfg.mode, ACTION_DIM, cfg.hetstat.min_variance)
         self.act = make_act(self.model, cfg.mode)
@@ -268,7 +269,7 @@ class TrainRun:
         return demo_transitions(x, train.actions, train.episode, rewards_, terminal_, base)
 
     def _widths(self) -> dict[str, int]:
-        d = int(self.inputs.train.x.shape[1])
+        d = self.inputs.normalizer.out_width
         widths = {"x": d, "action": ACTION_DIM, "reward": 0, "discount": 0, "next_x": d}
         if self.composes:
             widths |= {"base": ACTION_DIM, "next_base": ACTION_DIM}
@@ -291,6 +292,7 @@ class TrainRun:
             "config": asdict(cfg),
             "identity": self.identity(),
             "input_width": int(self.inputs.train.x.shape[1]),
+            "model_input_width": self.inputs.normalizer.out_width,
             "normalizer": self.inputs.normalizer.to_dict(),
             "demos": {
                 "path": str(cfg.demos),
@@ -312,6 +314,7 @@ class TrainRun:
         else:
             saved["created"] = now_utc()
         saved["updated"] = now_utc()
+        self.inputs.normalizer.save_projection(self.out)
         atomic_write_json(self.out / "config.json", saved)
         self._saved = saved
 
@@ -442,14 +445,14 @@ class SeedTrainer:
             self.writer.close()
 
     def _template(self) -> SACState:
-        d = int(self.run_.inputs.train.x.shape[1])
+        d = self.run_.inputs.normalizer.out_width
         bc = self.run_.model.init(jax.random.key(0), jnp.zeros((1, d))) if self.cfg.rl.algo == "csil" else None
         return self.learner.init(jax.random.key(0), d, self.run_.composes, bc)
 
     # ------------------------------------------------------------------ pre-training
     def _pretrain(self) -> tuple[SACState, ReplayBuffer, dict[str, int], list[dict[str, Any]]]:
         cfg, inputs = self.cfg, self.run_.inputs
-        d = int(inputs.train.x.shape[1])
+        d = inputs.normalizer.out_width
         rows: list[dict[str, Any]] = []
         bc_params = None
         if cfg.rl.algo == "csil":

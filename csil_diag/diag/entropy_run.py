@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from csil_diag.config import BCConfig, HetStatConfig, from_dict
+from csil_diag.config import BCConfig, HetStatConfig, from_dict, hetstat_identity
 from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
@@ -141,6 +141,7 @@ class EntropyConfig:
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share (seeds may be added)."""
         data = asdict(self)
+        data["hetstat"] = hetstat_identity(self.hetstat)  # remedies only where used
         data.pop("seeds")
         data.pop("model")  # the VLA is identified by its fingerprint (EntropyRun adds it), not by its path
         data.pop("demos")  # the dataset is identified by its sha256 (config.json's demos.fingerprint), not its path
@@ -166,6 +167,12 @@ OPTION_NAMES: dict[str, str] = {
     "vla_model": "--model (its fingerprint)",
     "hetstat.covariance": "--covariance",
     "hetstat.activation": "--activation",
+    "hetstat.trunk": "--trunk",
+    "hetstat.spectral_bound": "--spectral-bound",
+    "hetstat.input_transform": "--input-transform",
+    "hetstat.log_lengthscale_init": "--lengthscale-init",
+    "hetstat.learn_lengthscale": "--learn-lengthscale/--fixed-lengthscale",
+    "hetstat.rf_skip": "--rf-skip",
     "bc.learning_rate": "--lr",
     "bc.batch_size": "--batch-size",
     "bc.mode": "--mode",
@@ -258,12 +265,12 @@ class EntropyRun:
             vla = load_vla(config.model, config.site, self.n_envs, self.spec, config.demos, self._on_embed)
             self.config = replace(config, model=vla[2])
             self.vla = vla[0]
-        inputs = load_inputs(config.demos, self.spec, config.std_floor, vla)
+        inputs = load_inputs(config.demos, self.spec, config.std_floor, vla, config.hetstat.input_transform)
         self.train, self.valid, self.normalizer = inputs.train, inputs.valid, inputs.normalizer
         self.x_train = jnp.asarray(self.normalizer(self.train.x))
         self.a_train = jnp.asarray(self.train.actions)
         self.base_train = self._base(self.train.base_actions)
-        self.model = HetStat(config.hetstat, ACTION_DIM)
+        self.model = HetStat(config.hetstat, ACTION_DIM, self.normalizer.out_width)
         self.train_fn = make_train_fn(self.model, config.bc)
         self.evaluate = make_state_evaluator(self.model, config.bc.mode, config.k_samples)
         self.expert_train = self._subsample(self.train, config.max_expert_states)
@@ -305,6 +312,7 @@ class EntropyRun:
             "config": asdict(self.config),
             "identity": self.identity(),
             "input_width": int(self.train.x.shape[1]),
+            "model_input_width": self.normalizer.out_width,
             "normalizer": self.normalizer.to_dict(),
             "demos": {
                 "path": str(self.config.demos),
@@ -336,6 +344,7 @@ class EntropyRun:
         else:
             saved["created"] = now_utc()
         saved["updated"] = now_utc()
+        self.normalizer.save_projection(self.out)
         atomic_write_json(path, saved)
         self._config_json = saved  # rewritten with a new "updated" after each point
 
@@ -460,7 +469,7 @@ class EntropyRun:
     # ------------------------------------------------------------------------------------ one seed
     def run_seed(self, venv: VectorEnv, seed: int, on_event: Callable[[str, int, int], None]) -> None:
         cfg = self.config
-        fresh = init_state(self.model, cfg.bc, jax.random.key(seed), int(self.train.x.shape[1]))
+        fresh = init_state(self.model, cfg.bc, jax.random.key(seed), self.normalizer.out_width)
         state = fresh
         state_file = self.ckpt_dir(seed) / "state.msgpack"
         if state_file.exists():

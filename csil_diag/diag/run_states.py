@@ -46,7 +46,7 @@ class RunStates:
         if seed not in self._fresh:
             from csil_diag.csil.bc import init_state
 
-            width = int(self.inputs.train.x.shape[1])
+            width = self.normalizer.out_width
             self._fresh[seed] = init_state(self.model, self.config.bc, jax.random.key(seed), width).params
         return self._fresh[seed]
 
@@ -92,5 +92,5 @@ def open_run(run_dir: str | os.PathLike) -> RunStates:
     if cfg.uses_vla:
         vla = load_vla(cfg.model, cfg.site, max(cfg.episodes, cfg.eval_episodes), spec, cfg.demos)
     inputs = load_inputs(cfg.demos, spec, cfg.std_floor, vla)
-    normalizer = Normalizer.from_dict(meta["normalizer"])
-    return RunStates(run_dir, meta, inputs, normalizer, HetStat(cfg.hetstat, ACTION_DIM))
+    normalizer = Normalizer.from_dict(meta["normalizer"], run_dir)
+    return RunStates(run_dir, meta, inputs, normalizer, HetStat(cfg.hetstat, ACTION_DIM, normalizer.out_width))

@@ -14,6 +14,7 @@ skips finished points; adding seeds or grid values extends the sweep; a changed 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -48,12 +49,127 @@ LOWDIM_REFERENCE = "joints"  # width 0 of a slice sweep: the low-dim input every
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: its directory label, its --input, its π0 checkpoint, and the grid's columns."""
+    """One run of the grid: its directory label, its --input, its π0 checkpoint, the grid's columns, and any other
+    settings it changes (dotted config keys such as ``hetstat.trunk``: `csil-diag sweep --set`)."""
 
     label: str
     input: str
     model: str | None = None
     columns: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ generic grids (--set)
+# What a cell may not change: the data and the seeds are the sweep's, the model is `compare`'s grid.
+UNSETTABLE = ("task", "demos", "seeds", "model")
+
+
+def _setting_type(key: str) -> Any:
+    """The declared type of a dotted EntropyConfig key (``steps``, ``hetstat.trunk``, ``bc.learning_rate``)."""
+    import typing
+
+    from csil_diag.config import BCConfig, HetStatConfig
+
+    group, _, name = key.rpartition(".")
+    cls = {"": EntropyConfig, "hetstat": HetStatConfig, "bc": BCConfig}.get(group)
+    hints = typing.get_type_hints(cls) if cls is not None else {}
+    if name not in hints or key in UNSETTABLE or hints[name] in (HetStatConfig, BCConfig):
+        settable = [f"hetstat.{k}" for k in typing.get_type_hints(HetStatConfig)]
+        settable += [f"bc.{k}" for k in typing.get_type_hints(BCConfig)]
+        settable += [
+            k
+            for k, t in typing.get_type_hints(EntropyConfig).items()
+            if k not in UNSETTABLE and t not in (HetStatConfig, BCConfig)
+        ]
+        raise UserError(f"--set {key}: not a setting a sweep can vary; choose from {', '.join(settable)}")
+    return hints[name]
+
+
+def _split_values(text: str) -> list[str]:
+    """Comma-separated values, commas inside braces or brackets kept (``pi0{1,5}+joints``)."""
+    values, depth, current = [], 0, ""
+    for ch in text:
+        depth += 1 if ch in "{[(" else -1 if ch in "}])" else 0
+        if ch == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += ch
+    values.append(current)
+    return [v.strip() for v in values if v.strip()]
+
+
+def _typed(key: str, kind: Any, text: str) -> Any:
+    import types
+    import typing
+
+    target, optional = kind, False
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        optional = type(None) in args
+        target = next(t for t in args if t is not type(None))
+    if optional and text.lower() == "none":
+        return None
+    try:
+        if typing.get_origin(target) is tuple:
+            return tuple(int(x) for x in text.split("x"))  # hetstat.hidden=1024x1024
+        if target is bool:
+            if text.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "yes", "1")
+        return target(text)
+    except ValueError:
+        raise UserError(f"--set {key}={text}: not a valid {getattr(target, '__name__', target)}") from None
+
+
+def parse_set(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2,…`` → (key, typed values); the key is checked against the config, each value against its type."""
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not values.strip():
+        raise UserError(f"--set takes KEY=V1,V2 (e.g. hetstat.trunk=plain,spectral); got {text!r}")
+    kind = _setting_type(key)
+    typed = [_typed(key, kind, v) for v in _split_values(values)]
+    if len(set(map(repr, typed))) != len(typed):
+        raise UserError(f"--set {text}: a value is listed twice")
+    return key, typed
+
+
+def apply_settings(config: EntropyConfig, settings: dict[str, Any]) -> EntropyConfig:
+    """``config`` with dotted settings applied (each checked by the config's own validation)."""
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # as read from sweep.json
+    top = {k: v for k, v in settings.items() if "." not in k}
+    groups = {}
+    for group in ("hetstat", "bc"):
+        sub = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith(f"{group}.")}
+        if sub:
+            groups[group] = replace(getattr(config, group), **sub)
+    return replace(config, **top, **groups)
+
+
+def _label_part(key: str, value: Any) -> str:
+    shown = "x".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+    text = f"{key.rpartition('.')[2]}={shown}"
+    return "".join(c if c.isalnum() or c in "._=+-:" else "-" for c in text)
+
+
+def grid_cells(base_input: str, sets: list[tuple[str, list[Any]]]) -> list[Cell]:
+    """The product of ``--set`` grids: one cell per combination, labelled by its values, columns by the short keys."""
+    import itertools
+
+    keys = [k for k, _ in sets]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"--set names {', '.join(sorted(k for k in keys if keys.count(k) > 1))} twice; give each once")
+    cells = []
+    for combo in itertools.product(*(values for _, values in sets)):
+        settings = json.loads(json.dumps(dict(zip(keys, combo, strict=True))))  # as sweep.json will hold them
+        label = "__".join(_label_part(k, v) for k, v in settings.items())
+        columns = {
+            k.rpartition(".")[2]: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()
+        }
+        spec_input = settings.pop("input", base_input)
+        cells.append(Cell(label, spec_input, None, columns, settings))
+    return cells
 
 
 # ------------------------------------------------------------------------------------ grids
@@ -192,6 +308,9 @@ class Sweep:
             raise UserError("the sweep's grid is empty; give at least one width / model")
         identity = base.identity()
         identity.pop("input")
+        for key in {k for c in cells for k in c.settings}:  # what the grid varies is not shared
+            group, _, name = key.rpartition(".")
+            (identity.get(group, {}) if group else identity).pop(name, None)
         # What every cell shares and a resumed sweep must keep (cells and seeds may be added); hashed once.
         self.shared = {"kind": kind, **identity, "demos_sha256": file_fingerprint(base.demos)}
         old = self._read()
@@ -209,10 +328,17 @@ class Sweep:
     def _merge_cells(self, old: dict[str, Any] | None, cells: list[Cell]) -> list[Cell]:
         if old is None:
             return cells
-        merged = {c["label"]: Cell(c["label"], c["input"], c.get("model"), c.get("columns", {})) for c in old["cells"]}
+        merged = {
+            c["label"]: Cell(c["label"], c["input"], c.get("model"), c.get("columns", {}), c.get("settings", {}))
+            for c in old["cells"]
+        }
         for cell in cells:
             known = merged.get(cell.label)
-            if known is not None and (known.input, known.model) != (cell.input, cell.model):
+            if known is not None and (known.input, known.model, known.settings) != (
+                cell.input,
+                cell.model,
+                cell.settings,
+            ):
                 raise UserError(
                     f"{self.path}: cell {cell.label} was {known.input!r} ({known.model}) and is now {cell.input!r} "
                     f"({cell.model}); keep --subset-seed / --models as they were, or choose another --out"
@@ -231,7 +357,7 @@ class Sweep:
             )
 
     def cell_config(self, cell: Cell) -> EntropyConfig:
-        return replace(self.base, input=cell.input, model=cell.model, seeds=self.seeds)
+        return apply_settings(replace(self.base, input=cell.input, model=cell.model, seeds=self.seeds), cell.settings)
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.path / "runs" / cell.label

@@ -55,13 +55,14 @@ def load_inputs(
     spec: InputSpec,
     std_floor: float,
     vla: tuple[VLAPolicy, EmbedResult, str] | None = None,
+    transform: str = "none",
 ) -> RunInputs:
     """Demo features of both splits (the VLA's cached outputs feed its source and the base actions) and the
-    normaliser of the training split."""
+    normaliser of the training split (with ``transform``: HetStatConfig.input_transform, fitted on it too)."""
     outputs = None if vla is None else vla[1].outputs
     train = load_demo_features(demos, spec, "train", outputs)
     valid = load_demo_features(demos, spec, "valid", outputs)
-    normalizer = Normalizer.fit(train.x, std_floor)
+    normalizer = Normalizer.fit(train.x, std_floor, transform)
     if vla is None:
         return RunInputs(spec, train, valid, normalizer)
     return RunInputs(spec, train, valid, normalizer, vla[0], vla[1], vla[2])

@@ -69,7 +69,8 @@ class RolloutActor:
     def actions(self, params, raw: np.ndarray, vla_actions: np.ndarray | None, key, stochastic: bool) -> np.ndarray:
         """The composed actions for raw features (padded to ``batch`` rows for one compiled shape)."""
         pad = max(self.batch - len(raw), 0)
-        x = np.concatenate([self.normalizer(raw), np.zeros((pad, raw.shape[1]), np.float32)])
+        x = self.normalizer(raw)
+        x = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)])
         base = None
         if self.composes and vla_actions is not None:
             base = jnp.concatenate([jnp.asarray(vla_actions), jnp.zeros((pad, vla_actions.shape[1]), jnp.float32)])

@@ -37,9 +37,13 @@ plt.rcParams.update(
 def run_label(meta: dict) -> str:
     if "label" in meta:  # a sweep's cell
         return meta["label"]
+    from csil_diag.config import HetStatConfig, from_dict, remedy_label
+
     cfg = meta["config"]
     cov = cfg["hetstat"]["covariance"]
     label = f"{cfg['task']} · {cfg['input']}"
+    remedies = remedy_label(from_dict(HetStatConfig, cfg["hetstat"]))
+    label = f"{label} · {remedies}" if remedies else label
     return label if cov == "full" else f"{label} · DIAGONAL covariance"
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
@@ -100,7 +101,12 @@ def cover_page(runs: list[tuple[dict, pd.DataFrame]], sweeps: list[dict] | None 
             f"  entropy: K = {cfg['k_samples']} samples/state; online states from {cfg['episodes']} stochastic "
             f"rollouts; success from {cfg['eval_episodes']} deterministic rollouts",
             f"  input width {meta['input_width']}, normalised with training-demo statistics, "
-            f"std floor {cfg['std_floor']}",
+            f"std floor {cfg['std_floor']}"
+            + (
+                f"; then {hs['input_transform']} to width {meta.get('model_input_width')} (fitted on train demos)"
+                if hs.get("input_transform", "none") != "none"
+                else ""
+            ),
             f"  created {meta.get('created')}, last point written {meta.get('updated')}",
         ]
         vla = meta.get("vla")
@@ -210,6 +216,67 @@ def audit_page(audit: dict) -> list[Figure]:
     return _text_pages("Parameter audit (vla diff)", lines, mono=True)
 
 
+def settings_page(sweep: dict, cells: list[tuple[dict, pd.DataFrame]]) -> list[Figure]:
+    """A `csil-diag sweep` grid (remedies × widths …): separation and demo fit side by side, per cell at the last step,
+    so that a setting that separates by fitting the demos worse shows as such."""
+    settings = {c["label"]: c.get("settings", {}) for c in sweep.get("cells", [])}
+    baseline = next((label for label, st in settings.items() if _is_baseline(st)), None)
+    rows = []
+    for meta, table in cells:
+        label = meta["label"]
+        last = table[table.step == table.step.max()]
+        online, valid = last[last.split == "online"], last[last.split == "valid"]
+        rows.append(
+            {
+                "label": label,
+                "seeds": online.seed.nunique(),
+                "auroc_gauss": _mean_ci(online.auroc_gauss_valid),
+                "auroc_h": _mean_ci(online.auroc_valid),
+                "nll": float(valid.demo_nll.mean()),
+                "mse": float(valid.demo_mse.mean()),
+                "success": float(online.success_rate.mean()),
+            }
+        )
+    base = next((r for r in rows if r["label"] == baseline), None)
+    header = f"{'cell':<44}{'seeds':>6}{'AUROC Σlogσ [95% CI]':>24}{'AUROC H':>9}{'NLL valid':>11}{'MSE valid':>11}"
+    header += f"{'Δ MSE':>8}{'success':>9}"
+    lines = [f"Sweep {sweep['path']}: {sweep['command']}", "", header, "-" * len(header)]
+    for r in rows:
+        (g, glo, ghi), (h, _, _) = r["auroc_gauss"], r["auroc_h"]
+        delta = f"{100 * (r['mse'] / base['mse'] - 1):>+7.0f}%" if base and base["mse"] > 0 else f"{'—':>8}"
+        lines.append(
+            f"{r['label'][:43]:<44}{r['seeds']:>6}{g:>8.3f} [{glo:.2f}, {ghi:.2f}]{'':>2}{h:>9.3f}"
+            f"{r['nll']:>11.3f}{r['mse']:>11.4f}{delta}{r['success']:>8.0%}"
+        )
+    lines += [
+        "",
+        "Last BC step, mean over seeds. AUROC Σlogσ: variance-only measure, online vs held-out expert states, with a",
+        "95 % t-interval over seeds (none with one seed); AUROC H: the sampled entropy. NLL / MSE valid: the held-out",
+        "demos' fit (composed action); Δ MSE: against the cell with every remedy off"
+        + (f" ({baseline})." if baseline else " (none in this grid)."),
+        "A setting whose AUROC rises while Δ MSE rises too separates by fitting the demos worse.",
+    ]
+    return _text_pages("Settings: separation and demo fit", lines, mono=True)
+
+
+def _is_baseline(settings: dict) -> bool:
+    from csil_diag.config import REMEDY_DEFAULTS
+
+    remedies = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("hetstat.")}
+    return bool(remedies) and all(REMEDY_DEFAULTS.get(k, object()) == v for k, v in remedies.items())
+
+
+def _mean_ci(values: pd.Series) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over seeds (NaN bounds for one seed)."""
+    from scipy import stats
+
+    x = values.dropna().to_numpy(float)
+    if len(x) < 2:
+        return (float(x.mean()) if len(x) else float("nan"), float("nan"), float("nan"))
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
 def load_sweep(sweep_dir: Path) -> tuple[dict, list[tuple[dict, pd.DataFrame]]]:
     """sweep.json and its finished runs, each labelled by its cell (a random subset's --input is unreadable)."""
     meta = read_json_file(sweep_dir / "sweep.json", "rerun the sweep's command into another --out")
@@ -255,6 +322,8 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         audit = Path(sweep["path"]) / "audit.json"
         if audit.exists():
             pages += [("audit", f) for f in audit_page(read_json_file(audit, "rerun `csil-diag compare` with --base"))]
+        if sweep.get("kind") == "sweep":
+            pages += [(f"settings{number}", f) for f in settings_page(sweep, cells)]
         if any("width" in t.columns for _, t in cells):
             summary = pd.concat([t for _, t in cells], ignore_index=True)
             pages.append((f"widths{number}", figures.width_headline(separation_by_width(summary), sweep)))
