@@ -5,7 +5,8 @@
 source "$(dirname "$0")/common.sh"
 d=$(demos lift --cameras agentview,wrist)
 MODEL_OPT=(); [ -n "${MODEL:-}" ] && MODEL_OPT=(--model "$MODEL")
+name="remedies${MODEL:+-$(basename "$MODEL")}-$SIZE"
 $csil sweep --task lift --demos "$d" "${MODEL_OPT[@]}" --input pi0+joints "${PRESET[@]}" \
   --set hetstat.trunk=plain,spectral --set hetstat.input_transform=none,pca:64 --set hetstat.rf_skip=false,true \
-  --backend "$BACKEND" "${ADDRESS_OPT[@]}" --out "runs/remedies-$SIZE"
-$csil report "runs/remedies-$SIZE" --out "reports/remedies-$SIZE.pdf"
+  --backend "$BACKEND" "${ADDRESS_OPT[@]}" --out "runs/$name"
+$csil report "runs/$name" --out "reports/$name.pdf"

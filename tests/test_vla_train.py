@@ -314,3 +314,11 @@ def test_default_model_dir_uses_the_cache(tmp_path: Path, monkeypatch: pytest.Mo
     # The thesis' slices (pi0[:256]) must fit the default's state site, and the recipe must record that model.
     assert default.DEFAULT_MODEL.expert.width >= 256
     assert default.recipe()["model"]["expert"]["width"] == default.DEFAULT_MODEL.expert.width
+
+
+def test_expert_width_sets_the_state_site_width() -> None:
+    wide = adapter.with_expert_width(adapter.TINY, 1024)
+    assert (wide.expert.width, wide.expert.mlp_dim) == (1024, 2048) and wide.llm == adapter.TINY.llm
+    assert default.DEFAULT_MODEL == adapter.with_expert_width(adapter.TINY, 256)  # the embedded default's recipe
+    with pytest.raises(UserError, match="--expert-width"):
+        adapter.with_expert_width(adapter.TINY, 4)

@@ -43,6 +43,13 @@ TINY = Pi0Config(
 )
 
 
+def with_expert_width(config: Pi0Config, width: int) -> Pi0Config:
+    """``config`` with a ``width``-wide action expert (MLP 2×): the width of the state site's embedding (π0: 1024)."""
+    if width < 8:
+        raise UserError(f"--expert-width must be at least 8 (got {width}); π0's is 1024, the tiny default's 256")
+    return replace(config, expert=replace(config.expert, width=width, mlp_dim=2 * width))
+
+
 def tiny_config(lora_rank: int = 0) -> Pi0Config:
     """The tiny default; with ``lora_rank`` > 0, LoRA on attention and MLP of both experts."""
     if lora_rank <= 0:

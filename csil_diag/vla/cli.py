@@ -178,15 +178,19 @@ def pretrain(
     save_every: int = SAVE_EVERY,
     image_shift: int = IMAGE_SHIFT,
     flip_axis_angle: bool = FLIP_AXIS_ANGLE,
+    expert_width: int = typer.Option(
+        None, help="action-expert width = the state site's width [32; the embedded default 256; π0 1024]"
+    ),
 ) -> None:
     """Pre-train the tiny π0 from scratch on several tasks (two cameras, one prompt per task)."""
-    from csil_diag.vla.adapter import TINY
+    from csil_diag.vla.adapter import TINY, with_expert_width
     from csil_diag.vla.dataset import parse_demo_files
     from csil_diag.vla.train import TrainJob
 
     train = _train_config("full", 0, locals())
     files = parse_demo_files(_csv_list(tasks), _csv_list(demos))
-    job = TrainJob(out=out, model=TINY, data=files, train=train, command=command_line(), kind="pretrain")
+    model = TINY if expert_width is None else with_expert_width(TINY, expert_width)
+    job = TrainJob(out=out, model=model, data=files, train=train, command=command_line(), kind="pretrain")
     _run_training(job, "pretrain")
 
 

@@ -14,20 +14,20 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from csil_diag import __version__
 from csil_diag.data.demos import DemoConfig, generate_demos
 from csil_diag.vla import config as vla_config
-from csil_diag.vla.adapter import TINY
+from csil_diag.vla.adapter import TINY, with_expert_width
 from csil_diag.vla.dataset import DemoFile
 from csil_diag.vla.train import TRAIN_FILE, TrainConfig, TrainJob, run_training
 
 DEFAULT_TASK = "lift"
 # TINY with a 256-wide action expert: its state-token embedding (the default site) is wide enough for the thesis'
 # slices such as pi0[:256], at almost no cost (the expert sees 9 tokens, the vision tower and LLM ~150).
-DEFAULT_MODEL = replace(TINY, expert=replace(TINY.expert, width=256, mlp_dim=512))
+DEFAULT_MODEL = with_expert_width(TINY, 256)
 DEFAULT_DEMOS = DemoConfig(task=DEFAULT_TASK, n=40, cameras=("agentview", "wrist"), image_size=84, seed=0)
 DEFAULT_TRAIN = TrainConfig(steps=600, batch_size=32, lr=1e-3, warmup_steps=50, seed=0, save_every=100)
 
