@@ -61,6 +61,11 @@ def demo_sort_key(name: str) -> int:
         return 1 << 30
 
 
+# No modification times in the file: the same demos give the same bytes, so a run's dataset fingerprint (sha256) is
+# met again by a dataset regenerated on another day, and runs resume across machines and sessions.
+STABLE = {"track_times": False}
+
+
 def _write_obs_group(group: h5py.Group, obs: dict[str, np.ndarray]) -> None:
     for key, value in obs.items():
         if key in ALIASES:
@@ -70,9 +75,9 @@ def _write_obs_group(group: h5py.Group, obs: dict[str, np.ndarray]) -> None:
             # Chunks of consecutive frames let gzip use the previous frame: ~11 % of raw vs ~63 %
             # for frame-sized chunks (84×84 camera, measured).
             chunk = (min(16, len(value)), *value.shape[1:])
-            group.create_dataset(key, data=value, compression="gzip", compression_opts=4, chunks=chunk)
+            group.create_dataset(key, data=value, compression="gzip", compression_opts=4, chunks=chunk, **STABLE)
         else:
-            group.create_dataset(key, data=value)
+            group.create_dataset(key, data=value, **STABLE)
     for alias, target in ALIASES.items():
         if alias in obs and target in group:
             group[alias] = group[target]  # hard link
@@ -81,10 +86,10 @@ def _write_obs_group(group: h5py.Group, obs: dict[str, np.ndarray]) -> None:
 def write_episode(data: h5py.Group, name: str, episode: Episode) -> None:
     """Write one episode as ``data/<name>`` in robomimic's layout."""
     grp = data.create_group(name)
-    grp.create_dataset("actions", data=np.asarray(episode.actions, np.float64))
-    grp.create_dataset("rewards", data=np.asarray(episode.rewards, np.float64))
-    grp.create_dataset("dones", data=np.asarray(episode.dones, np.int64))
-    grp.create_dataset("states", data=np.asarray(episode.states, np.float64))
+    grp.create_dataset("actions", data=np.asarray(episode.actions, np.float64), **STABLE)
+    grp.create_dataset("rewards", data=np.asarray(episode.rewards, np.float64), **STABLE)
+    grp.create_dataset("dones", data=np.asarray(episode.dones, np.int64), **STABLE)
+    grp.create_dataset("states", data=np.asarray(episode.states, np.float64), **STABLE)
     _write_obs_group(grp.create_group("obs"), episode.obs)
     _write_obs_group(grp.create_group("next_obs"), episode.next_obs)
     grp.attrs["num_samples"] = len(episode)
@@ -113,8 +118,8 @@ def finalize(f: h5py.File, valid_fraction: float) -> None:
         del f["mask"]
     train, valid = split_masks(names, valid_fraction)
     mask = f.create_group("mask")
-    mask.create_dataset("train", data=np.array(train, dtype="S"))
-    mask.create_dataset("valid", data=np.array(valid, dtype="S"))
+    mask.create_dataset("train", data=np.array(train, dtype="S"), **STABLE)
+    mask.create_dataset("valid", data=np.array(valid, dtype="S"), **STABLE)
 
 
 # ---------------------------------------------------------------------------------------- reading
