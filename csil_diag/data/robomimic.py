@@ -61,8 +61,10 @@ def demo_sort_key(name: str) -> int:
         return 1 << 30
 
 
-# No modification times in the file: the same demos give the same bytes, so a run's dataset fingerprint (sha256) is
-# met again by a dataset regenerated on another day, and runs resume across machines and sessions.
+# No modification times in the file (h5py's default, made explicit): the same demos give the same bytes, so a run's
+# dataset fingerprint (sha256) is met by the dataset regenerated later, and the run resumes. Camera images are bit-equal
+# only under the same renderer build and CPU (software GL), so a low-dim dataset is reproducible anywhere, a camera one
+# on a like machine.
 STABLE = {"track_times": False}
 
 
