@@ -919,15 +919,26 @@ def report(
 def bench(
     out: Path = typer.Option(None, help="also write the JSON here"),
     quick: bool = typer.Option(False, help="fewer widths and repeats (a smoke run)"),
+    point: bool = typer.Option(False, help="instead: where one diagnostic point's time goes (needs --demos)"),
+    demos: Path = typer.Option(None, help="--point: lift demos with both cameras (e.g. the main job's)"),
 ) -> None:
     """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056) and SAC updates (csil, sacfd; widths 18, 1032)
     against this machine's matmul rate,
     entropy evaluation states/s, rollout steps/s with and without cameras. Prints JSON."""
     import json
 
-    from benchmarks.speed import run as run_bench
+    if point:
+        from benchmarks.point import point_breakdown
 
-    result = run_bench(quick=quick)
+        if demos is None or not demos.is_file():
+            raise UserError(
+                "--point needs --demos <lift demos with cameras>, e.g. data/lift_img.hdf5 (scripts/main.sh)"
+            )
+        result = point_breakdown(str(demos))
+    else:
+        from benchmarks.speed import run as run_bench
+
+        result = run_bench(quick=quick)
     text = json.dumps(result, indent=2)
     print(text)
     if out is not None:

@@ -154,3 +154,19 @@ def test_cli_errors_are_one_line(lift_demos: Path, tmp_path: Path, args: tuple[s
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_phase_timing_breaks_a_run_down_without_changing_it(lift_demos: Path, tiny_run: Path, tmp_path: Path) -> None:
+    from csil_diag.diag.phases import phase, timing
+
+    with phase("nothing installed"):  # no timer: a no-op
+        pass
+    with timing() as timer:
+        EntropyRun(tiny_config(lift_demos), tmp_path / "timed", workers=0).run()
+    for name in ("bc_train", "expert_states", "rollouts_stochastic", "online_states", "rollouts_deterministic"):
+        assert timer.seconds[name] > 0, name
+    assert timer.calls["rollout/env_step"] == timer.calls["rollout/policy"] > 0
+    assert timer.seconds["rollout/policy/hetstat"] <= timer.seconds["rollout/policy"]
+    assert "nothing installed" not in timer.seconds
+    timed = pd.read_parquet(tmp_path / "timed" / "entropy.parquet")
+    pd.testing.assert_frame_equal(timed, pd.read_parquet(tiny_run / "entropy.parquet"))

@@ -319,6 +319,6 @@ def test_default_model_dir_uses_the_cache(tmp_path: Path, monkeypatch: pytest.Mo
 def test_expert_width_sets_the_state_site_width() -> None:
     wide = adapter.with_expert_width(adapter.TINY, 1024)
     assert (wide.expert.width, wide.expert.mlp_dim) == (1024, 2048) and wide.llm == adapter.TINY.llm
-    assert default.DEFAULT_MODEL == adapter.with_expert_width(adapter.TINY, 256)  # the embedded default's recipe
+    assert adapter.with_expert_width(adapter.TINY, 256) == default.DEFAULT_MODEL  # the embedded default's recipe
     with pytest.raises(UserError, match="--expert-width"):
         adapter.with_expert_width(adapter.TINY, 4)

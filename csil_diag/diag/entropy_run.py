@@ -39,6 +39,7 @@ from csil_diag.config import BCConfig, HetStatConfig, from_dict, hetstat_identit
 from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
+from csil_diag.diag.phases import phase
 from csil_diag.diag.rollouts import RolloutResult, episode_seeds, run_episodes, save_online_states
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
@@ -385,21 +386,25 @@ class EntropyRun:
         cfg = self.config
         step = int(state.step)
         eval_seed = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-        expert = {
-            "train": (self.expert_train, self._evaluate(state.params, self.expert_train, eval_seed)),
-            "valid": (self.valid, self._evaluate(state.params, self.valid, eval_seed + 1)),
-        }
+        with phase("expert_states"):
+            expert = {
+                "train": (self.expert_train, self._evaluate(state.params, self.expert_train, eval_seed)),
+                "valid": (self.valid, self._evaluate(state.params, self.valid, eval_seed + 1)),
+            }
         seeds = episode_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
-        online: RolloutResult = run_episodes(
-            venv, self.make_policy(state.params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
-        )
-        online_metrics = self.evaluate(
-            state.params, self.normalizer(online.features), self._base(online.base_actions), eval_seed + 3
-        )
+        with phase("rollouts_stochastic"):
+            online: RolloutResult = run_episodes(
+                venv, self.make_policy(state.params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
+            )
+        with phase("online_states"):
+            online_metrics = self.evaluate(
+                state.params, self.normalizer(online.features), self._base(online.base_actions), eval_seed + 3
+            )
         success = float("nan")
         if cfg.eval_episodes:
-            deterministic = self.make_policy(state.params, False, eval_seed + 4, venv.n_envs)
-            det = run_episodes(venv, deterministic, seeds[: cfg.eval_episodes])
+            with phase("rollouts_deterministic"):
+                deterministic = self.make_policy(state.params, False, eval_seed + 4, venv.n_envs)
+                det = run_episodes(venv, deterministic, seeds[: cfg.eval_episodes])
             success = det.success_rate
         base = {
             "task": cfg.task,
@@ -494,8 +499,9 @@ class EntropyRun:
             while int(state.step) < point:
                 n = min(TRAIN_CHUNK, point - int(state.step))
                 key = jax.random.fold_in(jax.random.key(seed), int(state.step))
-                state, out = self.train_fn(state, key, self.x_train, self.a_train, self.base_train, n_steps=n)
-                metrics = {k: float(v) for k, v in out.items()}
+                with phase("bc_train"):
+                    state, out = self.train_fn(state, key, self.x_train, self.a_train, self.base_train, n_steps=n)
+                    metrics = {k: float(v) for k, v in out.items()}
                 if not math.isfinite(metrics["loss"]):
                     raise UserError(
                         f"BC loss became {metrics['loss']} at step {int(state.step)} (seed {seed}) although the "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csil_diag.diag.phases import phase
 from csil_diag.envs.vector import VectorEnv
 
 # policy(observation dicts, their env indices, fresh) -> (actions (n, A), features (n, D), base actions (n, A) | None);
@@ -56,7 +57,8 @@ def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int], on_step: Pro
                 episode, seed = queue.pop(0)
                 running[i] = episode
                 todo[i] = seed
-        obs.update(venv.reset(todo))
+        with phase("rollout/env_reset"):
+            obs.update(venv.reset(todo))
         fresh.update(todo)
 
     start(list(range(venv.n_envs)))
@@ -68,13 +70,15 @@ def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int], on_step: Pro
     n_done = 0
     while running:
         ids = sorted(running)
-        actions, features, base = policy([obs[i] for i in ids], ids, [i in fresh for i in ids])
+        with phase("rollout/policy"):
+            actions, features, base = policy([obs[i] for i in ids], ids, [i in fresh for i in ids])
         fresh.clear()
         feats.append(np.asarray(features))
         if base is not None:
             bases.append(np.asarray(base))
         episode_of.append(np.array([running[i] for i in ids]))
-        results = venv.step({i: actions[k] for k, i in enumerate(ids)})
+        with phase("rollout/env_step"):  # the workers' physics and rendering, as the caller waits for them
+            results = venv.step({i: actions[k] for k, i in enumerate(ids)})
         finished = []
         for i, (next_obs, _reward, done, succ) in results.items():
             episode = running[i]

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csil_diag.diag.phases import phase
 from csil_diag.features.normalize import Normalizer
 from csil_diag.features.sources import featurize
 from csil_diag.features.spec import InputSpec
@@ -61,9 +62,11 @@ class RolloutActor:
 
         vla_actions = embeddings = None
         if self.vla_actor is not None:
-            vla_actions, embeddings = self.vla_actor(obs_list, envs, fresh)
+            with phase("rollout/policy/pi0"):
+                vla_actions, embeddings = self.vla_actor(obs_list, envs, fresh)
         values = [None] * len(obs_list) if embeddings is None else [{SOURCE: e} for e in embeddings]
-        raw = np.stack([featurize(self.spec, o, v) for o, v in zip(obs_list, values, strict=True)])
+        with phase("rollout/policy/featurize"):
+            raw = np.stack([featurize(self.spec, o, v) for o, v in zip(obs_list, values, strict=True)])
         return raw, vla_actions
 
     def actions(self, params, raw: np.ndarray, vla_actions: np.ndarray | None, key, stochastic: bool) -> np.ndarray:
@@ -84,6 +87,8 @@ class RolloutActor:
             raw, vla_actions = self.features(obs_list, envs, fresh)
             key = jax.random.fold_in(jax.random.key(seed), counter[0])
             counter[0] += 1
-            return self.actions(params, raw, vla_actions, key, stochastic), raw, vla_actions
+            with phase("rollout/policy/hetstat"):
+                actions = self.actions(params, raw, vla_actions, key, stochastic)
+            return actions, raw, vla_actions
 
         return policy
