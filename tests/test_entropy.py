@@ -169,4 +169,5 @@ def test_phase_timing_breaks_a_run_down_without_changing_it(lift_demos: Path, ti
     assert timer.seconds["rollout/policy/hetstat"] <= timer.seconds["rollout/policy"]
     assert "nothing installed" not in timer.seconds
     timed = pd.read_parquet(tmp_path / "timed" / "entropy.parquet")
-    pd.testing.assert_frame_equal(timed, pd.read_parquet(tiny_run / "entropy.parquet"))
+    untimed = pd.read_parquet(tiny_run / "entropy.parquet")  # other tests may have added seeds to it
+    pd.testing.assert_frame_equal(timed, untimed[untimed.seed == 0].reset_index(drop=True))
