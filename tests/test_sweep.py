@@ -152,7 +152,9 @@ def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, 
         ray.shutdown()
     assert not result.failed
     local = pd.read_parquet(tiny_sweep / "summary.parquet")
-    pd.testing.assert_frame_equal(result.summary, local, check_exact=True)
+    # The same function and thread settings; bit-identical on some machines, but on others (seen 2026-12-01, also with
+    # the code before that day) a Ray worker's XLA results differ from a local worker's in the last float32 digits.
+    pd.testing.assert_frame_equal(result.summary, local, check_exact=False, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

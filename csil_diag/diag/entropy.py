@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -55,31 +54,17 @@ def make_state_evaluator(
     return evaluate
 
 
-def exact_mean(x: np.ndarray) -> float:
-    """The correctly rounded mean (math.fsum): numpy's float32 pairwise sums depend on the array's memory alignment,
-    so the same values could give a different last bit in another process (a Ray worker vs a local one)."""
-    values = np.asarray(x, np.float64).ravel()
-    return math.fsum(values.tolist()) / len(values)
-
-
-def exact_std(x: np.ndarray) -> float:
-    """Population standard deviation from correctly rounded sums (see :func:`exact_mean`)."""
-    values = np.asarray(x, np.float64).ravel()
-    mean = exact_mean(values)
-    return math.sqrt(math.fsum(((values - mean) ** 2).tolist()) / len(values))
-
-
 def split_summary(metrics: StateMetrics) -> dict[str, float]:
     """Means over the states of one split: entropy, Gaussian entropy, per-dimension entropy and std."""
     row = {
         "n_states": len(metrics["entropy"]),
-        "entropy": exact_mean(metrics["entropy"]),
-        "entropy_sd": exact_std(metrics["entropy"]),
-        "gaussian_entropy": exact_mean(metrics["gaussian_entropy"]),
+        "entropy": float(np.mean(metrics["entropy"])),
+        "entropy_sd": float(np.std(metrics["entropy"])),
+        "gaussian_entropy": float(np.mean(metrics["gaussian_entropy"])),
     }
     for i in range(metrics["std"].shape[1]):
-        row[f"entropy_dim{i}"] = exact_mean(metrics["entropy_dim"][:, i])
-        row[f"std_dim{i}"] = exact_mean(metrics["std"][:, i])
+        row[f"entropy_dim{i}"] = float(np.mean(metrics["entropy_dim"][:, i]))
+        row[f"std_dim{i}"] = float(np.mean(metrics["std"][:, i]))
     return row
 
 
