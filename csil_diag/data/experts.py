@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from csil_diag.envs import assembly as geometry
 from csil_diag.envs.tasks import ACTION_DIM, RobosuiteTask
 from csil_diag.errors import UserError
 
@@ -461,11 +462,10 @@ class AssemblyExpert(ScriptedExpert):
         super().__init__(config)
         self._grasp_yaw = 0.0
         self._place_yaw = 0.0
+        self._second = next(i for i, p in enumerate(self._script) if p.replan)  # where piece 2's part starts
 
-    # piece 1 is the object of the first part of the script, piece 2 of the second
     def _piece(self) -> int:
-        second = next(i for i, p in enumerate(self._script) if p.replan)
-        return 2 if self.phase_index >= second else 1
+        return 2 if self.phase_index >= self._second else 1
 
     def held_object(self, sim_env: Any) -> Any:
         return sim_env.piece_1 if self._piece() == 1 else sim_env.piece_2
@@ -494,8 +494,6 @@ class AssemblyExpert(ScriptedExpert):
         self._grasp_yaw, self._place_yaw = plan_yaws(gripper_yaw(eef_rotation(obs)), grasps, turn, self.centring)
 
     def _grip_point(self, sim_env: Any, piece: int) -> np.ndarray:
-        from csil_diag.envs import assembly as geometry
-
         point = self._pos(sim_env, piece)
         if piece == 1:
             point[2] += geometry.PIECE1_HEIGHT / 2 - self.ridge_grip
@@ -536,8 +534,6 @@ class AssemblyExpert(ScriptedExpert):
         return target
 
     def _seated(self, sim_env: Any) -> bool:
-        from csil_diag.envs import assembly as geometry
-
         piece = self._piece()
         rest = float(sim_env.table_offset[2]) + (0.0 if piece == 1 else geometry.BASE_HEIGHT)
         return bool(sim_env.piece_bottom(piece) < rest + self.seat_margin)
