@@ -263,6 +263,46 @@ def test_masked_inputs_do_not_change_valid_outputs(tiny_ckpt: Path) -> None:
     assert np.abs(out.actions - ref.actions).max() > 1e-4
 
 
+def test_dropping_masked_cameras_matches_masking(tiny_ckpt: Path) -> None:
+    ckpt = load_checkpoint(tiny_ckpt)
+    config, params = ckpt.config, ckpt.params
+    cams = config.cameras
+    obs = _observation()  # camera 2 masked for the whole batch, camera 1 for row 1 only
+    dropped = pi0.drop_masked_cameras(obs)
+    assert list(dropped.images) == list(dropped.image_masks) == [cams[0], cams[1]]
+    for steps in (1, 4):
+        want = pi0.infer(config, params, obs, _noise(0), steps, drop_masked=False)
+        got = pi0.infer(config, params, obs, _noise(0), steps)
+        # Same values up to float32 summation order (shorter attention rows): a few ulps, not a changed model.
+        for a, b in ((got.actions, want.actions), *((got.embeddings[k], want.embeddings[k]) for k in want.embeddings)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # The dropped camera's pixels are not even read.
+    garbage = obs.replace(images={**obs.images, cams[2]: jnp.full_like(obs.images[cams[2]], jnp.nan)})
+    assert np.isfinite(pi0.infer(config, params, garbage, _noise(0), 2).actions).all()
+
+    # A camera valid for any row of the batch stays; so do all cameras when their masks are traced.
+    mixed = obs.replace(image_masks={**obs.image_masks, cams[2]: jnp.array([False, True])})
+    assert pi0.drop_masked_cameras(mixed) is mixed
+    assert jax.jit(lambda o: len(pi0.drop_masked_cameras(o).images))(obs) == len(cams)
+    # Every camera masked: one is kept so the prefix keeps its shape rules.
+    none = obs.replace(image_masks={c: jnp.zeros(BATCH, bool) for c in cams})
+    assert list(pi0.drop_masked_cameras(none).images) == [cams[0]]
+
+
+def test_bench_compare_masked_reports_both_paths(tiny_ckpt: Path) -> None:
+    from csil_diag.vla.bench import compare_masked, unmasked_cameras
+
+    ckpt = load_checkpoint(tiny_ckpt)
+    cams = ckpt.config.cameras
+    result = compare_masked(ckpt.config, ckpt.params, cams[:1], batch=2, num_steps=2, rounds=1, repeats=1)
+    assert result["prefix_tokens_dropped"] == 2 * ckpt.config.siglip.num_patches
+    assert result["ms_masked"] > 0 and result["ms_dropped"] > 0
+    assert result["max_abs_diff"] < 1e-5
+    assert unmasked_cameras(ckpt.config, f"{cams[0]},{cams[1]}") == cams[:2]
+    with pytest.raises(UserError, match="--valid must name cameras"):
+        unmasked_cameras(ckpt.config, "right_eye")
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
 def test_checkpoint_round_trip(tiny_ckpt: Path, tmp_path: Path) -> None:
     ckpt = load_checkpoint(tiny_ckpt)

@@ -59,11 +59,18 @@ def bench(
     dtype: str = typer.Option("float32", help="activation dtype: float32 or bfloat16"),
     batch: int = typer.Option(8, help="observations per call"),
     steps: int = typer.Option(10, help="Euler steps"),
+    compare_masked: bool = typer.Option(
+        False, "--compare-masked", help="time masked cameras computed (openpi's way) vs dropped, side by side"
+    ),
+    valid: str = typer.Option(
+        None, help="with --compare-masked: the unmasked cameras (default: the fixture's, else robosuite's two)"
+    ),
 ) -> None:
     """Throughput of the one-call actions + embeddings path on this machine."""
     import jax
 
-    from csil_diag.vla.bench import measure_throughput
+    from csil_diag.vla.bench import compare_masked as compare
+    from csil_diag.vla.bench import measure_throughput, unmasked_cameras
     from csil_diag.vla.checkpoint import load_params
     from csil_diag.vla.config import from_fixture_meta
     from csil_diag.vla.config import preset as get_preset
@@ -75,6 +82,18 @@ def bench(
     else:
         config = get_preset(preset, dtype=dtype)
         params = init_params(config, jax.random.key(0))
+    if compare_masked:
+        cameras = unmasked_cameras(config, valid, fixture)
+        r = compare(config, params, cameras, batch=batch, num_steps=steps)
+        console.print(
+            f"cameras {', '.join(config.cameras)}; unmasked {', '.join(cameras)} "
+            f"({r['prefix_tokens_dropped']} of {r['prefix_tokens']} prefix tokens masked), batch {batch}, {steps} "
+            f"steps, {dtype} on {jax.devices()[0].platform}:\n"
+            f"  masked cameras computed (openpi's way): {r['ms_masked']:.1f} ms per call\n"
+            f"  masked cameras dropped:                 {r['ms_dropped']:.1f} ms per call\n"
+            f"  speed-up {r['speedup']:.2f}x; largest output difference {r['max_abs_diff']:.1e}"
+        )
+        return
     result = measure_throughput(config, params, batch=batch, num_steps=steps)
     console.print(
         f"{result['obs_per_s']:.1f} obs/s ({result['ms_per_call']:.0f} ms per call of batch {batch}, {steps} steps, "

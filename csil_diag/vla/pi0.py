@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct, traverse_util
 
 from csil_diag.vla.config import Pi0Config
@@ -148,8 +149,9 @@ class Pi0(nn.Module):
         self.action_out_proj = nn.Dense(self.config.action_dim)
 
     def embed_prefix(self, obs: Observation) -> tuple[Array, Array, Array]:
-        """→ tokens (B, P, D_llm), mask (B, P), ar_mask (P,): cameras in config order, then the prompt."""
-        cams = self.config.cameras
+        """→ tokens (B, P, D_llm), mask (B, P), ar_mask (P,): the observation's cameras in config order, then the
+        prompt (P counts only the cameras present: see :func:`drop_masked_cameras`)."""
+        cams = [c for c in self.config.cameras if c in obs.images]
         # All cameras go through SigLIP as one batch (camera-major), then back to (B, cams·n, D).
         image_tokens = self.PaliGemma.img(jnp.concatenate([obs.images[c] for c in cams], axis=0))
         _, n, d = image_tokens.shape
@@ -290,12 +292,36 @@ def masked_mean(x: Array, mask: Array) -> Array:
     return jnp.sum(x.astype(jnp.float32) * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def infer(config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: Array | int) -> Pi0Output:
+def drop_masked_cameras(obs: Observation) -> Observation:
+    """``obs`` without the cameras whose mask is False for every batch element (at least one camera is kept).
+
+    A masked camera's tokens are invisible to every valid token (attention needs both ends valid) and do not
+    advance positions, so removing them leaves actions and embeddings unchanged up to float summation order,
+    and saves its SigLIP pass and its prefix tokens. Needs concrete masks: under a trace ``obs`` is returned as is,
+    as it is when any element of the batch sees the camera.
+    """
+    masks = obs.image_masks
+    if any(isinstance(m, jax.core.Tracer) for m in masks.values()):
+        return obs
+    keep = [c for c, m in masks.items() if np.asarray(m).any()] or list(masks)[:1]
+    if len(keep) == len(masks):
+        return obs
+    return obs.replace(images={c: obs.images[c] for c in keep}, image_masks={c: masks[c] for c in keep})
+
+
+def infer(
+    config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: Array | int, *, drop_masked: bool = True
+) -> Pi0Output:
     """Actions and all embedding sites in one compiled call: noise (B, H, A) → :class:`Pi0Output`.
 
-    ``num_steps`` is traced, so one compilation serves every step count.
+    ``num_steps`` is traced, so one compilation serves every step count. ``drop_masked=False`` computes the
+    cameras masked for the whole batch too, as openpi does (one compilation per set of cameras kept).
     """
+    return _infer(config, params, drop_masked_cameras(obs) if drop_masked else obs, noise, num_steps)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _infer(config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: Array | int) -> Pi0Output:
     prefix = prefix_pass(config, params, obs)
     batch = noise.shape[0]
     dt = -1.0 / jnp.asarray(num_steps, jnp.float32)
