@@ -48,6 +48,25 @@ def test_identical_sigma_reads_exactly_no_separation() -> None:
     assert verdict.sentence.startswith("NOT SEPARATED")
 
 
+def test_sigma_equal_to_a_negligible_margin_reads_no_separation_although_auroc_ranks_it() -> None:
+    """An untrained HetStat: σ nearly constant, slightly higher on every expert state (4th decimal). Perfectly
+    ranked (AUROC 0), tight CI below 0, yet a gap of ~0.0004 nats: not a separation, let alone a collapse."""
+
+    def rows(shift: float) -> dict:
+        expert = -3.2 + RNG.uniform(0.0, 1e-4, N)
+        return _online_row(0, expert - shift - 1e-4, expert)
+
+    row = rows(A * np.log1p(3e-5))
+    assert row["auroc_gauss_valid"] == 0.0 and row["gap_gauss_valid_hi"] < 0.0
+    verdict = run_verdict(_table([row]), episodes=6, valid_demos=6)
+    assert verdict.outcome == "not separated"
+    assert any("AUROC ranks differences too small to matter" in w for w in verdict.warnings)
+    # The same shape at a 5 % σ difference per dimension is a real (reversed) separation, without the warning.
+    verdict = run_verdict(_table([rows(A * np.log1p(0.05))]), episodes=6, valid_demos=6)
+    assert verdict.outcome == "reversed"
+    assert not any("too small to matter" in w for w in verdict.warnings)
+
+
 def test_identical_sigma_with_h_moving_warns_that_h_is_not_the_variance() -> None:
     """The residual-mode artefact: σ the same everywhere, H different (the tanh Jacobian at π0's action)."""
     same = np.full(N, -3.2)
@@ -85,6 +104,9 @@ def test_too_few_seeds_or_rollouts_are_warned() -> None:
         (0.5, 0.1, 0.9, "separated"),
         (-0.5, -0.9, -0.1, "reversed"),
         (0.2, -0.1, 0.5, "not separated"),
+        (0.005, 0.004, 0.006, "not separated"),
+        (-0.005, -0.006, -0.004, "not separated"),
+        (0.02, 0.01, 0.03, "separated"),
     ],
 )
 def test_seed_outcome(gap: float, low: float, high: float, outcome: str) -> None:

@@ -7,6 +7,8 @@ saturated mean even where σ is identical on every state. H is reported beside i
 Per seed, at the last evaluated step, the gap mean Σ log σ(online) − mean Σ log σ(held-out) with its 95 %
 episode-cluster bootstrap CI decides: CI above 0 → separated, below 0 → reversed (online states *more* certain:
 the collapse), containing 0 → not separated. Identical σ on every state gives a gap of exactly 0: not separated.
+A gap smaller than :data:`NEGLIGIBLE_GAP` is "not separated" whatever its CI: the AUROC ranks differences of any
+size, so an untrained HetStat whose σ differs in the 4th decimal can read AUROC 0.26 with a gap of −0.0003 nats.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import pandas as pd
 MIN_SEEDS = 3
 MIN_EPISODES = 10
 MIN_VALID_DEMOS = 5
+# The resolution of the verdict: a Σ log σ gap under 0.01 nats (the product of the per-dimension σ differing by
+# under 1 %) is no separation in any sense CSIL's reward could use, even when a tight CI excludes 0.
+NEGLIGIBLE_GAP = 0.01
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ def seed_outcome(gap: float, low: float, high: float) -> str:
         return "not separated"
     if math.isnan(low) or math.isnan(high):
         return "undetermined"
+    if abs(gap) < NEGLIGIBLE_GAP:
+        return "not separated"
     if low > 0.0:
         return "separated"
     if high < 0.0:
@@ -102,6 +109,13 @@ def run_verdict(table: pd.DataFrame, episodes: int, valid_demos: int) -> Verdict
         warnings.append(f"only {episodes} online rollouts per point: use --episodes {MIN_EPISODES} or more")
     if valid_demos < MIN_VALID_DEMOS:
         warnings.append(f"only {valid_demos} held-out demos: generate more demos")
+    tiny = [s for s in seeds if abs(s.gap) < NEGLIGIBLE_GAP and abs(s.auroc - 0.5) >= 0.1]
+    if tiny:
+        warnings.append(
+            f"seed{'s' * (len(tiny) != 1)} {', '.join(str(s.seed) for s in tiny)}: variance-only AUROC "
+            f"{', '.join(f'{s.auroc:.2f}' for s in tiny)} from a Σ log σ gap under {NEGLIGIBLE_GAP} nats "
+            f"({', '.join(f'{s.gap:+.4f}' for s in tiny)}): AUROC ranks differences too small to matter"
+        )
     h_separates = auroc_h >= 0.6 and auroc < 0.6
     if h_separates:
         warnings.append(
