@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from csil_diag.errors import UserError
 from csil_diag.runs import load_pytree
-from csil_diag.vla import adapter, default, diff
+from csil_diag.vla import adapter, default, diff, pi0
 from csil_diag.vla import config as vc
 from csil_diag.vla.checkpoint import load_checkpoint
 from csil_diag.vla.cli import vla_app
@@ -43,6 +43,7 @@ from csil_diag.vla.train import (
     partial_dir,
     regime_config,
     run_training,
+    stacked_batch,
 )
 
 # The tiny default's layout (two cameras, byte prompts, 8-d actions) at sizes that compile in seconds.
@@ -137,6 +138,23 @@ def test_dataset_shapes_chunks_and_norm_stats(data: tuple[DemoFile, ...], lift_d
     assert obs.state.shape == (5, SMALL.action_dim) and actions.shape == (5, SMALL.action_horizon, SMALL.action_dim)
     np.testing.assert_allclose(obs.state[:, :8], stats["state"].normalize(ds.state[:5]), rtol=1e-6)
     assert np.all(np.asarray(actions)[..., 7:] == 0)  # zero-padded to action_dim
+
+
+def test_training_batches_drop_the_camera_the_demos_lack(data: tuple[DemoFile, ...]) -> None:
+    """openpi's three cameras on robosuite demos: the right wrist is masked in every batch, so the training batch
+    leaves it out, and the flow-matching loss is the masked computation's."""
+    model = replace(SMALL, cameras=vc.OPENPI_CAMERAS)
+    ds = load_dataset(model, data)
+    stats, tokenizer = compute_norm_stats(ds), ByteTokenizer(model.max_token_len)
+    config = replace(FAST, steps_per_call=2, batch_size=4)
+    obs, _ = stacked_batch(model, ds, config, 0, stats, tokenizer)
+    assert list(obs.images) == ["base_0_rgb", "left_wrist_0_rgb"] and obs.images["base_0_rgb"].shape[:2] == (2, 4)
+    full, chunk = make_batch(model, ds, np.arange(4), stats, tokenizer)
+    assert "right_wrist_0_rgb" in full.images and not np.asarray(full.image_masks["right_wrist_0_rgb"]).any()
+    params = pi0.init_params(model, jax.random.key(0, impl="unsafe_rbg"))
+    masked = pi0.compute_loss(model, params, jax.random.key(3), full, chunk)
+    dropped = pi0.compute_loss(model, params, jax.random.key(3), pi0.drop_masked_cameras(full), chunk)
+    np.testing.assert_allclose(dropped, masked, rtol=1e-5, atol=1e-6)
 
 
 def test_dataset_multitask_and_errors(tmp_path: Path, lift_demos: Path) -> None:

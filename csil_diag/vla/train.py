@@ -231,6 +231,8 @@ def stacked_batch(
     rng = np.random.default_rng([config.seed, step])
     idx = rng.integers(0, len(data), k * config.batch_size)
     obs, actions = make_batch(model, data, idx, norm_stats, tokenizer, augment=config.augment, rng=rng)
+    # A camera the demos lack (robosuite has no right wrist) is masked in every batch: dropped, not computed.
+    obs = pi0.drop_masked_cameras(obs)
     return jax.tree.map(lambda x: x.reshape(k, -1, *x.shape[1:]), (obs, actions))
 
 
@@ -246,6 +248,7 @@ def held_out_loss(
     for i, start in enumerate(range(0, n, config.batch_size)):
         part = np.resize(idx[start : start + config.batch_size], config.batch_size)  # one shape: one compilation
         obs, actions = make_batch(model, data, part, norm_stats, tokenizer)
+        obs = pi0.drop_masked_cameras(obs)
         rng = jax.random.fold_in(jax.random.key(config.seed + 1), i)
         losses.append(np.asarray(fn(params, rng, obs, actions))[: min(config.batch_size, n - start)])
     return float(np.concatenate(losses).mean())
