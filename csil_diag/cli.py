@@ -921,6 +921,7 @@ def bench(
     quick: bool = typer.Option(False, help="fewer widths and repeats (a smoke run)"),
     point: bool = typer.Option(False, help="instead: where one diagnostic point's time goes (needs --demos)"),
     demos: Path = typer.Option(None, help="--point: lift demos with both cameras (e.g. the main job's)"),
+    instruments: bool = typer.Option(False, help="instead: projections of 20k states in the three HetStat spaces"),
 ) -> None:
     """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056) and SAC updates (csil, sacfd; widths 18, 1032)
     against this machine's matmul rate,
@@ -935,6 +936,10 @@ def bench(
                 "--point needs --demos <lift demos with cameras>, e.g. data/lift_img.hdf5 (scripts/main.sh)"
             )
         result = point_breakdown(str(demos))
+    elif instruments:
+        from benchmarks.instruments import projection_speed
+
+        result = projection_speed()
     else:
         from benchmarks.speed import run as run_bench
 
