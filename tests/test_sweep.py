@@ -83,6 +83,7 @@ def test_sweep_directory_and_summary(tiny_sweep: Path) -> None:
     assert [c["label"] for c in meta["cells"]] == ["joints", "joints-object"]
     session = meta["sessions"][-1]
     assert session["parallel"] == 2 and 0.0 < session["cpu_utilisation"] <= 1.0 and session["seconds"] > 0
+    assert session["points_finished"] == 4 and "finished" in session and "interrupted" not in session
     assert meta["shared"]["kind"] == "test" and "input" not in meta["shared"]
     summary = pd.read_parquet(tiny_sweep / "summary.parquet")
     assert set(summary.cell) == {"joints", "joints-object"}
@@ -131,6 +132,17 @@ def test_rerun_skips_extends_and_refuses_changed_settings(lift_demos: Path, tiny
         Sweep(sweep, "test", _base(lift_demos, k_samples=8), LOWDIM_CELLS, "test").run(parallel=1, workers_per_run=0)
     with pytest.raises(UserError, match="cell joints was 'joints'"):
         Sweep(sweep, "test", _base(lift_demos), [Cell("joints", "eef+joints")], "test")
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a Ctrl-C still leaves the session's figures in sweep.json
+        Sweep(sweep, "test", _base(lift_demos, seeds=(0, 1)), [*LOWDIM_CELLS, extra], "test").run(
+            parallel=1, workers_per_run=0, on_progress=interrupt
+        )
+    session = json.loads((sweep / "sweep.json").read_text())["sessions"][-1]
+    assert "interrupted" in session and "finished" not in session
+    assert session["points_finished"] == 0 and session["seconds"] > 0
 
 
 def test_an_unreachable_ray_address_is_one_line(lift_demos: Path, tmp_path: Path) -> None:

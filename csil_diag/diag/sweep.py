@@ -3,7 +3,8 @@
 A sweep directory::
 
     sweep.json          the command, the grid, every cell (label, --input, model, grid columns), the shared settings,
-                        seeds, versions, start/end times, CPU utilisation of each session
+                        seeds, versions, start/end times, CPU utilisation and points finished of each session
+                        (kept up to date while it runs, so a killed session keeps them)
     runs/<label>/       one ordinary `csil-diag entropy` run directory per cell (resume, identity check, report apply)
     summary.parquet     every run's rows with the grid's own columns (width, selection, subset, object, model, …)
 
@@ -44,6 +45,7 @@ from csil_diag.runs import (
 
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.parquet"
+RECORD_EVERY_S = 60.0  # how often a running session writes its figures so far into sweep.json
 LOWDIM_REFERENCE = "joints"  # width 0 of a slice sweep: the low-dim input every π0 cell adds to
 
 
@@ -422,22 +424,41 @@ class Sweep:
         sessions = list((self._old or {}).get("sessions", []))
         session = {"backend": backend, "parallel": parallel, "workers_per_run": workers_per_run, "threads": threads}
         session |= {"started": now_utc(), "cores": cores, "address": address}
+        start, busy0, points0 = time.perf_counter(), _cpu_busy_seconds(), self.progress()[0]
+        last_record = [start]
+
+        def record(**extra: Any) -> tuple[float, float]:
+            """The session so far into sweep.json (so a killed session keeps its figures): seconds, CPU utilisation,
+            points finished in it."""
+            seconds = time.perf_counter() - start
+            utilisation = (_cpu_busy_seconds() - busy0) / max(seconds * cores, 1e-9)
+            session.update(seconds=round(seconds, 1), cpu_utilisation=round(utilisation, 3), **extra)
+            session["points_finished"] = self.progress()[0] - points0
+            self._write([*sessions, session])
+            last_record[0] = time.perf_counter()
+            return seconds, utilisation
+
+        def progress(done: int, total: int, status: str) -> None:
+            if time.perf_counter() - last_record[0] >= RECORD_EVERY_S:
+                record()
+            if on_progress is not None:
+                on_progress(done, total, status)
+
         try:
             self._write([*sessions, session])
             self._prepare_shared_inputs(on_embed)
             start, busy0 = time.perf_counter(), _cpu_busy_seconds()
             jobs = [(c.label, asdict(self.cell_config(c)), str(self.cell_dir(c)), workers_per_run) for c in self.cells]
             if backend == "local":
-                failed = self._run_local(jobs, parallel, threads, on_progress)
+                failed = self._run_local(jobs, parallel, threads, progress)
             else:
-                failed = self._run_ray(ray, jobs, threads, on_progress)
-            seconds = time.perf_counter() - start
-            utilisation = (_cpu_busy_seconds() - busy0) / max(seconds * cores, 1e-9)
-            session |= {"finished": now_utc(), "seconds": round(seconds, 1), "cpu_utilisation": round(utilisation, 3)}
-            session["failed"] = failed
-            self._write([*sessions, session])
+                failed = self._run_ray(ray, jobs, threads, progress)
+            seconds, utilisation = record(finished=now_utc(), failed=failed)
             summary = self.summary()
             atomic_write_parquet(self.path / SUMMARY_FILE, summary)
+        except BaseException:
+            record(interrupted=now_utc())
+            raise
         finally:
             self.run_dir.release()
         return SweepResult(self.path, len(self.cells), seconds, utilisation, summary, failed)
