@@ -26,7 +26,7 @@ from csil_diag.vla.checkpoint import (
     save_params,
 )
 from csil_diag.vla.cli import vla_app
-from csil_diag.vla.fixture import F32_TOL, check_fixture
+from csil_diag.vla.fixture import DROPPED, F32_TOL, check_fixture
 from csil_diag.vla.lora import frozen_mask
 from csil_diag.vla.tokenizer import BOS, ByteTokenizer, SentencePieceTokenizer, tokenize_batch
 
@@ -109,9 +109,12 @@ def test_fixture_matches_openpi(fixture_results: list) -> None:
     tags = {r.key.split("/")[0] for r in fixture_results}
     assert tags == {"f32", "f32_init", "bf16", "bf16params"}
     assert all(r.tol <= F32_TOL for r in fixture_results if r.key.startswith("f32"))
-    assert len(fixture_results) == sum(
+    openpi_path = [r for r in fixture_results if not r.key.endswith(DROPPED)]
+    assert len(openpi_path) == sum(
         1 for line in (FIXTURE_A / "golden_keys.txt").read_text().splitlines() if line.split("/")[0] in tags
     )
+    dropped = [r for r in fixture_results if r.key.endswith(DROPPED)]
+    assert {r.key.split("/")[0] for r in dropped} == {"f32", "bf16"} and len(dropped) == 4
 
 
 @needs_fixture

@@ -3,13 +3,15 @@
 A fixture directory holds ``meta.json`` (the model spec), ``params/`` and ``params_init/`` (openpi-layout
 checkpoints) and ``golden.npz`` (inputs and openpi's outputs, keys ``<tag>/<computation>/<array>``). Tags:
 f32 (float32 model), bf16 (bfloat16 activations, float32 params), bf16params (bfloat16 params too, openpi's
-inference path) and f32_init (the unperturbed ``params_init``). Every golden array is recomputed and compared.
+inference path) and f32_init (the unperturbed ``params_init``). Every golden array is recomputed and compared —
+with openpi's computation (masked cameras computed) — and the samples once more on our default path, which drops
+the cameras masked for the whole batch (rows marked ``(dropped)``: equal up to summation order, so not bit-equal).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jax
@@ -24,6 +26,7 @@ from csil_diag.vla.config import Pi0Config, from_fixture_meta
 F32_TOL = 1e-5
 BF16_TOL = 5e-2
 SAMPLE_STEPS = (3, 10)
+DROPPED = "(dropped)"  # suffix of the rows that check the default path, masked cameras dropped
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,14 @@ def _forward(
     return out
 
 
-def _sample(config: Pi0Config, params: dict, obs: pi0.Observation, noise: np.ndarray) -> dict[str, jax.Array]:
+def _sample(
+    config: Pi0Config, params: dict, obs: pi0.Observation, noise: np.ndarray, drop_masked: bool = False
+) -> dict[str, jax.Array]:
+    """Euler sampling as openpi computes it (masked cameras computed), or with them dropped (our default path)."""
     return {
-        f"sample_actions/num_steps_{n}": pi0.infer(config, params, obs, jnp.asarray(noise), n).actions
+        f"sample_actions/num_steps_{n}": pi0.infer(
+            config, params, obs, jnp.asarray(noise), n, drop_masked=drop_masked
+        ).actions
         for n in SAMPLE_STEPS
     }
 
@@ -132,14 +140,18 @@ def check_fixture(fixture_dir: Path, dtypes: tuple[str, ...] = ("float32", "bflo
     valid_rows = np.asarray(golden["f32/prefix/prefix_mask"])
 
     computed: dict[str, tuple[dict[str, jax.Array], float]] = {}
+    dropped: dict[str, tuple[dict[str, jax.Array], float]] = {}  # the same samples, masked cameras dropped
     for dtype in dtypes:
         tag, tol = ("f32", F32_TOL) if dtype == "float32" else ("bf16", BF16_TOL)
         config = config32.with_dtype(dtype)
         out = dict(_forward(config, params, obs, x_t, time, actions, loss_rng))
         out |= _sample(config, params, obs, noise)
         rng_noise = jax.random.normal(sample_rng, noise.shape)
-        out["sample_actions_rngnoise/num_steps_3"] = pi0.infer(config, params, obs, rng_noise, 3).actions
+        out["sample_actions_rngnoise/num_steps_3"] = pi0.infer(
+            config, params, obs, rng_noise, 3, drop_masked=False
+        ).actions
         computed[tag] = (out, tol)
+        dropped[tag] = (_sample(config, params, obs, noise, drop_masked=True), tol)
         if dtype == "float32":
             init = load_params(config, fixture_dir / "params_init")
             computed["f32_init"] = (_sample(config, init, obs, noise), F32_TOL)
@@ -156,4 +168,8 @@ def check_fixture(fixture_dir: Path, dtypes: tuple[str, ...] = ("float32", "bflo
         for key in keys:
             rows = valid_rows if key.endswith("prefix/prefix_out") else None
             results.append(_compare(key, out[key.removeprefix(f"{tag}/")], golden[key], tol, rows))
+    for tag, (out, tol) in dropped.items():
+        for name, got in out.items():
+            row = _compare(f"{tag}/{name}", got, golden[f"{tag}/{name}"], tol, None)
+            results.append(replace(row, key=f"{row.key} {DROPPED}", note="masked cameras dropped"))
     return results
