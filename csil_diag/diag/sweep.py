@@ -447,6 +447,8 @@ class Sweep:
         try:
             self._write([*sessions, session])
             self._prepare_shared_inputs(on_embed)
+            # The clock restarts here: the session's figures are the cells' (π0's demo embeddings are shared set-up);
+            # the values set above only serve a session interrupted before this point.
             start, busy0 = time.perf_counter(), _cpu_busy_seconds()
             jobs = [(c.label, asdict(self.cell_config(c)), str(self.cell_dir(c)), workers_per_run) for c in self.cells]
             if backend == "local":
