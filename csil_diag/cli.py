@@ -767,12 +767,21 @@ def probe_trunk(
     steps: str = typer.Option("first,last", help="first,last | all: the BC steps to probe (those with parameters)"),
 ) -> None:
     """Distance to the nearest training-demo state in the input, the trunk's bottleneck and the random features, and how
-    well each separates online from held-out expert states (AUROC): is separation lost in the trunk or the input?"""
+    well each separates online from held-out expert states (AUROC), then the head's Σ log σ on the same states: is
+    separation lost in the input, the trunk or the head?"""
     from csil_diag.diag.trunk_probe import probe_run, reading
 
     for run_dir in runs:
         frame, notes = probe_run(run_dir, steps)
-        t = Table("seed", "step", "space", "width", "AUROC [95 % CI]", "online / held-out distance", title=str(run_dir))
+        t = Table(
+            "seed",
+            "step",
+            "space",
+            "width",
+            "AUROC [95 % CI]",
+            "online / held-out: distance to the demos (head σ: Σ log σ + c)",
+            title=str(run_dir),
+        )
         for r in frame.itertuples():
             ci = "" if math.isnan(r.auroc_lo) else f" [{r.auroc_lo:.2f}, {r.auroc_hi:.2f}]"
             t.add_row(

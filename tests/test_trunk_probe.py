@@ -12,7 +12,8 @@ import pytest
 
 from csil_diag.config import HetStatConfig
 from csil_diag.diag.rollouts import load_online_states, time_in_episode
-from csil_diag.diag.trunk_probe import SPACES, nearest_distances, probe_run, probe_spaces, reading
+from csil_diag.diag.trunk_probe import HEAD, SPACES, nearest_distances, probe_run, probe_spaces, reading
+from csil_diag.diag.verdict import NEGLIGIBLE_GAP
 from csil_diag.errors import UserError
 from csil_diag.policy.hetstat import HetStat
 
@@ -53,13 +54,18 @@ def test_probe_spaces_separation_and_its_absence() -> None:
     # Online states drawn like the demos: no space can tell them apart (AUROC ≈ 0.5).
     same = rng.standard_normal((100, 4)).astype(np.float32)
     rows = {r["space"]: r for r in probe_spaces(model, params, train, valid, episodes, same, episodes, 200)}
-    assert set(rows) == set(SPACES) and rows["bottleneck"]["width"] == 8 and rows["features"]["width"] == 32
-    assert all(abs(r["auroc"] - 0.5) < 0.15 for r in rows.values()), rows
+    assert set(rows) == {*SPACES, HEAD} and rows["bottleneck"]["width"] == 8 and rows["features"]["width"] == 32
+    assert all(abs(rows[s]["auroc"] - 0.5) < 0.15 for s in SPACES), rows
     # Online states far from the demos: the input separates them perfectly.
     far = (same + 6.0).astype(np.float32)
     rows = {r["space"]: r for r in probe_spaces(model, params, train, valid, episodes, far, episodes, 200)}
     assert rows["input"]["auroc"] == 1.0 and rows["input"]["auroc_lo"] > 0.9
     assert rows["input"]["online_distance"] > rows["input"]["valid_distance"]
+    # An untrained head (L = I) gives σ equal on every state up to rounding, far states included: whatever its
+    # AUROC ranks, the gap is negligible and the reading says σ does not separate.
+    assert abs(rows[HEAD]["gap"]) < NEGLIGIBLE_GAP and rows[HEAD]["width"] == 7
+    at_init = pd.DataFrame([{"step": 0, **r} for r in rows.values()])
+    assert "σ does not" in reading(at_init) and "lost in the head" in reading(at_init)
 
 
 def test_reading_names_where_separation_is_lost() -> None:
@@ -73,7 +79,20 @@ def test_reading_names_where_separation_is_lost() -> None:
     absent = frame({"input": (0.55, 0.45, 0.65), "bottleneck": (0.5, 0.4, 0.6), "features": (0.5, 0.4, 0.6)})
     assert "the embedding" in reading(absent)
     kept = frame({"input": (0.9, 0.8, 0.95), "bottleneck": (0.85, 0.7, 0.9), "features": (0.8, 0.7, 0.9)})
-    assert "separated in every space" in reading(kept)
+    assert "separated in every space" in reading(kept)  # a probe written before the head row
+    features = {"input": (0.99, 0.98, 1.0), "bottleneck": (0.92, 0.87, 0.95), "features": (0.92, 0.88, 0.95)}
+
+    def with_head(auroc: tuple[float, float, float], gap: float) -> pd.DataFrame:
+        f = frame({**features, HEAD: auroc})
+        return f.assign(gap=np.where(f.space == HEAD, gap, np.nan))
+
+    assert "lost in the head" in reading(with_head((0.55, 0.45, 0.65), 1.0))
+    assert "lost in the head" in reading(with_head((0.9, 0.8, 0.95), 0.004))  # ranks, but σ is the same
+    partial = reading(with_head((0.69, 0.62, 0.75), 2.0))
+    assert "separated in every space and in σ" in partial and "largest loss is features → head σ (-0.23)" in partial
+    assert "largest loss is input → bottleneck (-0.07)" in reading(with_head((0.9, 0.85, 0.95), 2.0))
+    features["bottleneck"] = features["features"] = (0.97, 0.95, 0.99)
+    assert "largest loss" not in reading(with_head((0.95, 0.9, 0.98), 2.0))
 
 
 def test_probe_of_an_entropy_run(tiny_run: Path, tmp_path: Path) -> None:
@@ -82,8 +101,12 @@ def test_probe_of_an_entropy_run(tiny_run: Path, tmp_path: Path) -> None:
     assert online["x"].shape[1] == 19 and len(online["x"]) == len(online["t"]) == len(online["episode"])
     frame, notes = probe_run(out)
     assert not notes
-    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == set(SPACES)  # step 0: params from the seed
+    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == {*SPACES, HEAD}  # step 0: from the seed
     assert frame.auroc.between(0, 1).all() and (out / "probes" / "trunk.parquet").exists()
+    # The head row is the entropy run's own variance-only AUROC on the same states.
+    run = pd.read_parquet(out / "entropy.parquet")
+    logged = run[(run.split == "online") & (run.step == 4)].auroc_gauss_valid.iloc[0]
+    assert frame[(frame.space == HEAD) & (frame.step == 4)].auroc.iloc[0] == pytest.approx(logged, abs=1e-9)
     from csil_diag.report.pdf import build_report
 
     summary = build_report([out], tmp_path / "r.pdf")
@@ -97,6 +120,24 @@ def test_a_run_without_online_states_is_one_clear_error(tiny_run: Path, tmp_path
     shutil.copytree(tiny_run, out)
     shutil.rmtree(out / "features")  # as a run made before online states were kept
     with pytest.raises(UserError, match="no point with kept online states"):
+        probe_run(out)
+
+
+def test_an_unfinished_seed_is_named_as_unfinished_not_as_an_old_run(tiny_run: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    out = tmp_path / "extended"
+    shutil.copytree(tiny_run, out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["seeds"] = [0, 1]  # as a sweep extended to seed 1 before its first point
+    (out / "config.json").write_text(json.dumps(meta))
+    frame, notes = probe_run(out)
+    assert set(frame.seed) == {0}
+    assert notes == ["seed 1: no finished point yet (the run is incomplete: rerun its command to resume it)"]
+    for name in ("points", "features"):
+        shutil.rmtree(out / name)
+    with pytest.raises(UserError, match="has no finished point yet; rerun its command"):
         probe_run(out)
 
 

@@ -70,7 +70,18 @@ class RunStates:
 
         return load_online_states(self._features(seed, step))
 
+    def finished_points(self, seed: int) -> int:
+        return len(list((self.run_dir / "points").glob(f"seed{seed}_step*.parquet")))
+
+    def missing_states_note(self, seed: int) -> str:
+        """Why ``seed`` has no probe-able step: not run yet, or run before online states were kept."""
+        if not self.finished_points(seed):
+            return f"seed {seed}: no finished point yet (the run is incomplete: rerun its command to resume it)"
+        return f"seed {seed}: no point with kept online states (a run made before they were kept)"
+
     def no_states_error(self) -> UserError:
+        if not any(self.finished_points(seed) for seed in self.seeds):
+            return UserError(f"{self.run_dir} has no finished point yet; rerun its command to resume it")
         return UserError(
             f"{self.run_dir} has no point with kept online states; rerun `csil-diag entropy` into a new --out"
         )

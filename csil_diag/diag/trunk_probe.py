@@ -1,15 +1,18 @@
-"""The trunk probe: where is the online/expert distinction lost — in the input, or in the HetStat's trunk?
+"""The trunk probe: where is the online/expert distinction lost — in the input, the HetStat's trunk, or its head?
 
 For every online state and every held-out expert state, its Euclidean distance to the nearest training-demo state in
 three spaces of the HetStat at a BC step: the input (normalised features), the trunk's bottleneck h, and the stationary
 random features φ(h). The AUROC of online against held-out distances says how well each space tells them apart.
 Separation present at the input and gone at the bottleneck: the trunk maps off-distribution inputs onto in-distribution
 features before the stationary layer sees them. Absent already at the input: the embedding is what makes them alike.
+The last link is the head: the variance-only measure Σ log σ(s) on the same states (the entropy run's own AUROC); where
+the features still separate and σ does not, the covariance the NLL fitted is what ignores the distance.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -21,24 +24,28 @@ import numpy as np
 import pandas as pd
 
 from csil_diag.diag.separation import auroc, bootstrap_auroc
+from csil_diag.diag.verdict import NEGLIGIBLE_GAP
+from csil_diag.policy.tanh_gaussian import gaussian_entropy
 
 SPACES = ("input", "bottleneck", "features")
+HEAD = "head σ"  # the row of the variance-only measure Σ log σ, after the three distance spaces
+LARGE_DROP = 0.05  # an AUROC drop from one link to the next worth naming when everything still separates
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _bottleneck_and_features(model: nn.Module, params: Any, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    _, _, h, phi = model.apply(params, x, with_features=True)
-    return h, phi
+def _through_the_hetstat(model: nn.Module, params: Any, x: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    _, std, h, phi = model.apply(params, x, with_features=True)
+    return h, phi, gaussian_entropy(std)
 
 
 def representations(model: nn.Module, params: Any, x: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
-    """The three spaces of normalised inputs x (N, D): input (N, D), bottleneck (N, 48), features (N, F)."""
-    hs, phis = [], []
+    """Normalised inputs x (N, D) through the HetStat: the three spaces input (N, D), bottleneck (N, 48) and
+    features (N, F), and the head's Gaussian entropy Σ log σ + const (N,)."""
+    parts: list[tuple[np.ndarray, ...]] = []
     for start in range(0, len(x), chunk):
-        h, phi = _bottleneck_and_features(model, params, jnp.asarray(x[start : start + chunk]))
-        hs.append(np.asarray(h))
-        phis.append(np.asarray(phi))
-    return {"input": np.asarray(x, np.float32), "bottleneck": np.concatenate(hs), "features": np.concatenate(phis)}
+        parts.append(tuple(map(np.asarray, _through_the_hetstat(model, params, jnp.asarray(x[start : start + chunk])))))
+    h, phi, gauss = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return {"input": np.asarray(x, np.float32), "bottleneck": h, "features": phi, HEAD: gauss}
 
 
 @jax.jit
@@ -76,43 +83,49 @@ def probe_spaces(
     seed: int = 0,
 ) -> list[dict[str, float]]:
     """One row per space: AUROC (online vs held-out distances to the training demos) with its episode-cluster
-    bootstrap CI, and the mean distances. All x normalised as the run normalised them."""
-    spaces = {
-        name: (reps_train, reps_valid, reps_online)
-        for name, reps_train, reps_valid, reps_online in zip(
-            SPACES,
-            representations(model, params, x_train).values(),
-            representations(model, params, x_valid).values(),
-            representations(model, params, x_online).values(),
-            strict=True,
-        )
-    }
+    bootstrap CI, and the mean distances; then the head's row, the same for Σ log σ (``online_distance`` /
+    ``valid_distance`` hold its means, ``gap`` their difference in nats). All x normalised as the run normalised
+    them."""
+    train, valid, online = (representations(model, params, x) for x in (x_train, x_valid, x_online))
     rows = []
-    for name, (train, valid, online) in spaces.items():
-        d_valid = nearest_distances(valid, train)
-        d_online = nearest_distances(online, train)
-        low, high = bootstrap_auroc(d_online, online_episode, d_valid, valid_episode, n_boot, seed)
+    for name in (*SPACES, HEAD):
+        if name == HEAD:
+            v_valid, v_online, width = valid[name], online[name], int(params["params"]["loc_weights"].shape[1])
+        else:
+            v_valid = nearest_distances(valid[name], train[name])
+            v_online = nearest_distances(online[name], train[name])
+            width = int(train[name].shape[1])
+        low, high = bootstrap_auroc(v_online, online_episode, v_valid, valid_episode, n_boot, seed)
+        mean_online, mean_valid = float(np.mean(v_online, dtype=np.float64)), float(np.mean(v_valid, dtype=np.float64))
         rows.append(
             {
                 "space": name,
-                "auroc": auroc(d_online, d_valid),
+                "auroc": auroc(v_online, v_valid),
                 "auroc_lo": low,
                 "auroc_hi": high,
-                "online_distance": float(d_online.mean()),
-                "valid_distance": float(d_valid.mean()),
-                "width": int(train.shape[1]),
+                "online_distance": mean_online,
+                "valid_distance": mean_valid,
+                "gap": mean_online - mean_valid if name == HEAD else np.nan,
+                "width": width,
             }
         )
     return rows
 
 
 def reading(frame: pd.DataFrame) -> str:
-    """One sentence on where separation is lost, from one run's rows at its last probed step (means over seeds)."""
-    last = frame[frame.step == frame.step.max()].groupby("space")[["auroc", "auroc_lo", "auroc_hi"]].mean()
+    """One sentence on where separation is lost, from one run's rows at its last probed step (means over seeds).
+
+    A space separates when its AUROC's CI lies above 0.5; the head also needs a Σ log σ gap of at least
+    NEGLIGIBLE_GAP (σ identical up to rounding ranks at any AUROC). Where every link separates but one loses much of
+    it, the largest drop is named.
+    """
+    columns = ["auroc", "auroc_lo", "auroc_hi", *(["gap"] if "gap" in frame else [])]
+    last = frame[frame.step == frame.step.max()].groupby("space")[columns].mean()
     if not set(SPACES) <= set(last.index):
         return "incomplete probe"
+    chain = [s for s in (*SPACES, HEAD) if s in last.index]  # probes written before the head row have no HEAD
+    values = "AUROC " + ", ".join(f"{s} {last.loc[s].auroc:.2f}" for s in chain)
     inp, bott, feat = (last.loc[s] for s in SPACES)
-    values = f"AUROC input {inp.auroc:.2f}, bottleneck {bott.auroc:.2f}, features {feat.auroc:.2f}"
     if not inp.auroc_lo > 0.5:
         return (
             f"{values}: online states are no farther from the demos than held-out ones already in the input — "
@@ -122,7 +135,16 @@ def reading(frame: pd.DataFrame) -> str:
         return f"{values}: separated in the input, not at the bottleneck — the trunk collapses it"
     if not feat.auroc_lo > 0.5:
         return f"{values}: separated up to the bottleneck, lost in the random features"
-    return f"{values}: separated in every space"
+    if HEAD in last.index:
+        head = last.loc[HEAD]
+        if abs(head.gap) < NEGLIGIBLE_GAP:
+            return f"{values}: the features separate, σ does not (Σ log σ gap {head.gap:+.3f} nats) — lost in the head"
+        if not head.auroc_lo > 0.5:
+            return f"{values}: the features separate, σ does not — lost in the head (the covariance the NLL fitted)"
+    drops = [(last.loc[a].auroc - last.loc[b].auroc, a, b) for a, b in itertools.pairwise(chain)]
+    drop, a, b = max(drops)
+    where = f"; the largest loss is {a} → {b} ({-drop:+.2f})" if drop >= LARGE_DROP else ""
+    return f"{values}: separated in every space{' and in σ' if HEAD in chain else ''}{where}"
 
 
 def write_probe(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -151,7 +173,7 @@ def probe_run(
     for seed in run.seeds:
         wanted = run.steps(seed, steps)
         if not wanted:
-            notes.append(f"seed {seed}: no point with kept online states (a run made before they were kept)")
+            notes.append(run.missing_states_note(seed))
             continue
         for step in wanted:
             online = run.online(seed, step)

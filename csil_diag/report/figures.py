@@ -283,10 +283,12 @@ def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
 
 
 def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
-    """AUROC of the nearest-demo distance (online vs held-out) in the input, bottleneck and random-feature spaces,
-    against the BC step, one panel per run (mean over seeds, with the seeds' CIs as bars)."""
+    """AUROC of the nearest-demo distance (online vs held-out) in the input, bottleneck and random-feature spaces, and
+    of the head's Σ log σ, against the BC step, one panel per run (mean over seeds, with the seeds' CIs as bars)."""
+    from csil_diag.diag.trunk_probe import HEAD
+
     fig, axes = _grid(len(probes))
-    colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2]}
+    colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2], HEAD: PALETTE[3]}
     for ax, (meta, frame) in zip(axes.flat, probes, strict=False):
         for space, part in frame.groupby("space", sort=False):
             stats = part.groupby("step")[["auroc", "auroc_lo", "auroc_hi"]].mean().reset_index()
@@ -304,7 +306,7 @@ def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
         ax.axhline(0.5, color="grey", ls=":", lw=1)
         ax.set_ylim(0.0, 1.02)
         ax.set_xlabel("BC pre-training step")
-        ax.set_ylabel("AUROC online vs held-out\n(distance to nearest demo)")
+        ax.set_ylabel("AUROC online vs held-out\n(distance to nearest demo; head: Σ log σ)")
         ax.set_title(run_label(meta), fontsize=10)
         ax.legend(loc="best")
     fig.suptitle("Trunk probe: where is the online/expert distinction lost?", fontsize=12)
