@@ -12,7 +12,16 @@ import pytest
 
 from csil_diag.config import HetStatConfig
 from csil_diag.diag.rollouts import load_online_states, time_in_episode
-from csil_diag.diag.trunk_probe import HEAD, SPACES, nearest_distances, probe_run, probe_spaces, reading
+from csil_diag.diag.trunk_probe import (
+    HEAD,
+    POSTERIOR,
+    SPACES,
+    nearest_distances,
+    posterior_variance,
+    probe_run,
+    probe_spaces,
+    reading,
+)
 from csil_diag.diag.verdict import NEGLIGIBLE_GAP
 from csil_diag.errors import UserError
 from csil_diag.policy.hetstat import HetStat
@@ -38,6 +47,22 @@ def test_nearest_distances_match_brute_force() -> None:
     brute = np.sqrt(((q[:, None, :] - ref[None, :, :]) ** 2).sum(-1)).min(1)
     np.testing.assert_allclose(nearest_distances(q, ref, chunk=1024), brute, rtol=1e-4, atol=1e-4)
     assert nearest_distances(ref[:5], ref).max() == 0.0  # a reference point is its own nearest neighbour
+
+
+def test_posterior_variance_is_the_bayesian_linear_heads() -> None:
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((50, 6))
+    phi[:, 5] = 0.0  # a direction no training state has
+    query = rng.standard_normal((7, 6))
+    s2 = 0.3
+    # The weight-space form against the function-space (GP) form of the same posterior.
+    gp = np.sum(query**2, 1) - np.einsum(
+        "qn,nm,mq->q", query @ phi.T, np.linalg.inv(s2 * np.eye(50) + phi @ phi.T), phi @ query.T
+    )
+    np.testing.assert_allclose(posterior_variance(phi, query, s2), gp, rtol=1e-9)
+    unseen = np.eye(6)[5:]
+    np.testing.assert_allclose(posterior_variance(phi, unseen, s2), [1.0], rtol=1e-12)  # the prior, untouched
+    assert posterior_variance(phi, phi, s2).max() < s2  # a state's own observation caps its variance at the noise
 
 
 def test_time_in_episode_counts_each_episode_separately() -> None:
@@ -91,6 +116,11 @@ def test_reading_names_where_separation_is_lost() -> None:
     partial = reading(with_head((0.69, 0.62, 0.75), 2.0))
     assert "separated in every space and in σ" in partial and "largest loss is features → head σ (-0.23)" in partial
     assert "largest loss is input → bottleneck (-0.07)" in reading(with_head((0.9, 0.85, 0.95), 2.0))
+    posterior = frame({**features, HEAD: (0.69, 0.62, 0.75), POSTERIOR: (0.80, 0.74, 0.85)})
+    posterior["gap"] = np.where(posterior.space.isin([HEAD, POSTERIOR]), 2.0, np.nan)
+    assert "a Bayesian head on the same features reads 0.80" in reading(posterior)
+    posterior.loc[posterior.space == POSTERIOR, "gap"] = 0.001  # a negligible gap is no separation, whatever the AUROC
+    assert "Bayesian" not in reading(posterior)
     features["bottleneck"] = features["features"] = (0.97, 0.95, 0.99)
     assert "largest loss" not in reading(with_head((0.95, 0.9, 0.98), 2.0))
 
@@ -101,12 +131,13 @@ def test_probe_of_an_entropy_run(tiny_run: Path, tmp_path: Path) -> None:
     assert online["x"].shape[1] == 19 and len(online["x"]) == len(online["t"]) == len(online["episode"])
     frame, notes = probe_run(out)
     assert not notes
-    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == {*SPACES, HEAD}  # step 0: from the seed
+    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == {*SPACES, HEAD, POSTERIOR}  # step 0: seed
     assert frame.auroc.between(0, 1).all() and (out / "probes" / "trunk.parquet").exists()
     # The head row is the entropy run's own variance-only AUROC on the same states.
     run = pd.read_parquet(out / "entropy.parquet")
     logged = run[(run.split == "online") & (run.step == 4)].auroc_gauss_valid.iloc[0]
     assert frame[(frame.space == HEAD) & (frame.step == 4)].auroc.iloc[0] == pytest.approx(logged, abs=1e-9)
+    assert set(frame[frame.space == POSTERIOR].step) == {0, 4}  # the noise variance: the training demos' MSE
     from csil_diag.report.pdf import build_report
 
     summary = build_report([out], tmp_path / "r.pdf")

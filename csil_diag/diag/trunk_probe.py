@@ -6,7 +6,10 @@ random features φ(h). The AUROC of online against held-out distances says how w
 Separation present at the input and gone at the bottleneck: the trunk maps off-distribution inputs onto in-distribution
 features before the stationary layer sees them. Absent already at the input: the embedding is what makes them alike.
 The last link is the head: the variance-only measure Σ log σ(s) on the same states (the entropy run's own AUROC); where
-the features still separate and σ does not, the covariance the NLL fitted is what ignores the distance.
+the features still separate and σ does not, the covariance the NLL fitted is what ignores the distance. Beside it, the
+σ a Bayesian linear head would give on the same features — the closed-form posterior of the linear weights under the
+HetStat's prior (Σ = I) given the training demos' features, with the noise variance the mean fit leaves on them (the
+run's training-demo MSE at that step), as in SNGP's last layer: the uncertainty the features allow.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import pandas as pd
 
 from csil_diag.diag.separation import auroc, bootstrap_auroc
 from csil_diag.diag.verdict import NEGLIGIBLE_GAP
+from csil_diag.policy.hetstat import predictive_std
 from csil_diag.policy.tanh_gaussian import gaussian_entropy
 
 SPACES = ("input", "bottleneck", "features")
 HEAD = "head σ"  # the row of the variance-only measure Σ log σ, after the three distance spaces
+POSTERIOR = "posterior σ"  # the Bayesian linear head's σ on the same features (not part of the chain)
 LARGE_DROP = 0.05  # an AUROC drop from one link to the next worth naming when everything still separates
 
 
@@ -71,6 +76,23 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 1
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def posterior_variance(train_features: np.ndarray, features: np.ndarray, noise_variance: float) -> np.ndarray:
+    """φᵀ(I + ΦᵀΦ/s²)⁻¹φ: the predictive variance of a linear head with prior weights N(0, I) after observing the
+    training features Φ (N, F) with noise variance s², at features (Q, F) → (Q,). ‖φ‖² far from the data, → 0 on
+    it. Float64: ΦᵀΦ/s² spans many orders of magnitude."""
+    phi_train = np.asarray(train_features, np.float64)
+    precision = np.eye(phi_train.shape[1]) + phi_train.T @ phi_train / noise_variance
+    chol = np.linalg.cholesky(precision)
+    whitened = np.linalg.solve(chol, np.asarray(features, np.float64).T)  # L⁻¹φ: ‖L⁻¹φ‖² = φᵀP⁻¹φ
+    return np.sum(np.square(whitened), axis=0)
+
+
+def posterior_gaussian_entropy(variance: np.ndarray, action_dim: int, prior_variance: float, min_variance: float):
+    """Σ log σ + const of the posterior head (the same σ in every action dimension), as the HetStat bounds σ."""
+    std = predictive_std(jnp.asarray(variance, jnp.float32), prior_variance, min_variance)
+    return np.asarray(gaussian_entropy(jnp.repeat(std[:, None], action_dim, axis=1)))
+
+
 def probe_spaces(
     model: nn.Module,
     params: Any,
@@ -81,16 +103,23 @@ def probe_spaces(
     online_episode: np.ndarray,
     n_boot: int = 1000,
     seed: int = 0,
+    noise_variance: float | None = None,
 ) -> list[dict[str, float]]:
     """One row per space: AUROC (online vs held-out distances to the training demos) with its episode-cluster
     bootstrap CI, and the mean distances; then the head's row, the same for Σ log σ (``online_distance`` /
-    ``valid_distance`` hold its means, ``gap`` their difference in nats). All x normalised as the run normalised
-    them."""
+    ``valid_distance`` hold its means, ``gap`` their difference in nats); with ``noise_variance``, the posterior
+    head's row too. All x normalised as the run normalised them."""
     train, valid, online = (representations(model, params, x) for x in (x_train, x_valid, x_online))
+    action_dim = int(params["params"]["loc_weights"].shape[1])
+    if noise_variance is not None:
+        cfg = model.config
+        for reps in (valid, online):
+            variance = posterior_variance(train["features"], reps["features"], noise_variance)
+            reps[POSTERIOR] = posterior_gaussian_entropy(variance, action_dim, cfg.prior_variance, cfg.min_variance)
     rows = []
-    for name in (*SPACES, HEAD):
-        if name == HEAD:
-            v_valid, v_online, width = valid[name], online[name], int(params["params"]["loc_weights"].shape[1])
+    for name in (*SPACES, HEAD, *([POSTERIOR] if noise_variance is not None else [])):
+        if name in (HEAD, POSTERIOR):
+            v_valid, v_online, width = valid[name], online[name], action_dim
         else:
             v_valid = nearest_distances(valid[name], train[name])
             v_online = nearest_distances(online[name], train[name])
@@ -105,7 +134,7 @@ def probe_spaces(
                 "auroc_hi": high,
                 "online_distance": mean_online,
                 "valid_distance": mean_valid,
-                "gap": mean_online - mean_valid if name == HEAD else np.nan,
+                "gap": mean_online - mean_valid if name in (HEAD, POSTERIOR) else np.nan,
                 "width": width,
             }
         )
@@ -135,16 +164,35 @@ def reading(frame: pd.DataFrame) -> str:
         return f"{values}: separated in the input, not at the bottleneck — the trunk collapses it"
     if not feat.auroc_lo > 0.5:
         return f"{values}: separated up to the bottleneck, lost in the random features"
+    bayes = ""
+    if POSTERIOR in last.index and HEAD in last.index:
+        post = last.loc[POSTERIOR]
+        if _separates(post) and post.auroc - last.loc[HEAD].auroc >= LARGE_DROP:
+            bayes = f"; a Bayesian head on the same features reads {post.auroc:.2f}: the features carry what σ misses"
     if HEAD in last.index:
         head = last.loc[HEAD]
         if abs(head.gap) < NEGLIGIBLE_GAP:
-            return f"{values}: the features separate, σ does not (Σ log σ gap {head.gap:+.3f} nats) — lost in the head"
+            return (
+                f"{values}: the features separate, σ does not (Σ log σ gap {head.gap:+.3f} nats) — lost in the head"
+                f"{bayes}"
+            )
         if not head.auroc_lo > 0.5:
-            return f"{values}: the features separate, σ does not — lost in the head (the covariance the NLL fitted)"
+            return (
+                f"{values}: the features separate, σ does not — lost in the head (the covariance the NLL fitted){bayes}"
+            )
     drops = [(last.loc[a].auroc - last.loc[b].auroc, a, b) for a, b in itertools.pairwise(chain)]
     drop, a, b = max(drops)
     where = f"; the largest loss is {a} → {b} ({-drop:+.2f})" if drop >= LARGE_DROP else ""
-    return f"{values}: separated in every space{' and in σ' if HEAD in chain else ''}{where}"
+    return f"{values}: separated in every space{' and in σ' if HEAD in chain else ''}{where}{bayes}"
+
+
+def _noise_variance(fit: pd.Series, seed: int, step: int) -> float | None:
+    noise = fit.get((seed, step))
+    return float(noise) if noise is not None and np.isfinite(noise) and noise > 0 else None
+
+
+def _separates(row: pd.Series) -> bool:
+    return bool(row.auroc_lo > 0.5 and abs(row.gap) >= NEGLIGIBLE_GAP)
 
 
 def write_probe(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -164,9 +212,12 @@ def probe_run(
     (``--checkpoints every`` keeps one per point, ``last`` the last only). Returns (rows, notes on what was skipped).
     """
     from csil_diag.diag.run_states import check_steps, open_run
+    from csil_diag.runs import read_parquet_file
 
     check_steps(steps)
     run = open_run(run_dir)
+    table = read_parquet_file(Path(run_dir) / "entropy.parquet", "rerun the run's command to rewrite it")
+    fit = table[table.split == "train"].set_index(["seed", "step"]).demo_mse  # the posterior head's noise variance
     x_train, x_valid = run.normalizer(run.inputs.train.x), run.normalizer(run.inputs.valid.x)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -187,6 +238,7 @@ def probe_run(
                 online["episode"],
                 run.config.bootstrap,
                 seed,
+                _noise_variance(fit, seed, step),
             ):
                 rows.append({"seed": seed, "step": step, "input": run.config.input, **row})
             if on_step is not None:

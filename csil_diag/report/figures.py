@@ -284,11 +284,12 @@ def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
 
 def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
     """AUROC of the nearest-demo distance (online vs held-out) in the input, bottleneck and random-feature spaces, and
-    of the head's Σ log σ, against the BC step, one panel per run (mean over seeds, with the seeds' CIs as bars)."""
-    from csil_diag.diag.trunk_probe import HEAD
+    of the head's Σ log σ (dashed: a Bayesian linear head's on the same features), against the BC step, one panel per
+    run (mean over seeds, with the seeds' CIs as bars)."""
+    from csil_diag.diag.trunk_probe import HEAD, POSTERIOR
 
     fig, axes = _grid(len(probes))
-    colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2], HEAD: PALETTE[3]}
+    colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2], HEAD: PALETTE[3], POSTERIOR: "k"}
     for ax, (meta, frame) in zip(axes.flat, probes, strict=False):
         for space, part in frame.groupby("space", sort=False):
             stats = part.groupby("step")[["auroc", "auroc_lo", "auroc_hi"]].mean().reset_index()
@@ -299,7 +300,8 @@ def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
                 yerr=np.nan_to_num(err),
                 color=colors.get(space),
                 marker="o",
-                lw=2,
+                lw=1 if space == POSTERIOR else 2,
+                ls="--" if space == POSTERIOR else "-",
                 capsize=3,
                 label=space,
             )
