@@ -212,6 +212,10 @@ OptLearnLengthscale = Annotated[
 OptRfSkip = Annotated[
     bool | None, typer.Option("--rf-skip/--no-rf-skip", help="remedy: half the random features read the input [no]")
 ]
+OptHead = Annotated[
+    str | None,
+    typer.Option(help="remedy: learned (default) | posterior: the Bayesian posterior covariance at every point"),
+]
 OptStdFloor = Annotated[float | None, typer.Option(help="floor on the per-feature std used to normalise inputs [0.01]")]
 OptCheckpoints = Annotated[str | None, typer.Option(help="every (params at every point) | last  [every; quick last]")]
 OptSite = Annotated[str, typer.Option(help="π0 embedding site: state | actions | prefix")]
@@ -239,6 +243,7 @@ def _entropy_config(
     lengthscale_init: float | None = None,
     learn_lengthscale: bool | None = None,
     rf_skip: bool | None = None,
+    head: str | None = None,
     std_floor: float | None = None,
     checkpoints: str | None = None,
     model: Path | None = None,
@@ -268,7 +273,7 @@ def _entropy_config(
     }
     hetstat = {"covariance": covariance, "activation": activation, "trunk": trunk, "spectral_bound": spectral_bound}
     hetstat |= {"input_transform": input_transform, "log_lengthscale_init": lengthscale_init}
-    hetstat |= {"learn_lengthscale": learn_lengthscale, "rf_skip": rf_skip}
+    hetstat |= {"learn_lengthscale": learn_lengthscale, "rf_skip": rf_skip, "head": head}
     bc = {"learning_rate": lr, "batch_size": batch_size, "mode": mode or default_mode(input)}
     return replace(
         config,
@@ -304,6 +309,7 @@ def entropy(
     lengthscale_init: OptLengthscaleInit = None,
     learn_lengthscale: OptLearnLengthscale = None,
     rf_skip: OptRfSkip = None,
+    head: OptHead = None,
     std_floor: OptStdFloor = None,
     checkpoints: OptCheckpoints = None,
     workers: int = typer.Option(0, help="env worker processes (0: one per core)"),
@@ -443,6 +449,7 @@ def slice_sweep(
     lengthscale_init: OptLengthscaleInit = None,
     learn_lengthscale: OptLearnLengthscale = None,
     rf_skip: OptRfSkip = None,
+    head: OptHead = None,
     std_floor: OptStdFloor = None,
     checkpoints: OptCheckpoints = None,
     model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),
@@ -538,6 +545,7 @@ def sweep_cmd(
     lengthscale_init: OptLengthscaleInit = None,
     learn_lengthscale: OptLearnLengthscale = None,
     rf_skip: OptRfSkip = None,
+    head: OptHead = None,
     std_floor: OptStdFloor = None,
     checkpoints: OptCheckpoints = None,
     model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model)"),

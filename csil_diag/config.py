@@ -46,11 +46,17 @@ class HetStatConfig:
     input_transform: str = "none"  # none | pca:K | whiten | whiten:K, fitted on the training demos' features
     learn_lengthscale: bool = True  # False: the random features' lengthscales stay at log_lengthscale_init
     rf_skip: bool = False  # half the random features read the (transformed) input directly, bypassing the trunk
+    # learned | posterior: at every evaluation point the covariance is the Bayesian posterior of the linear head given
+    # the training demos' features, plus their MSE as noise (SNGP's last layer), instead of the NLL-fitted one
+    head: str = "learned"
 
     def __post_init__(self) -> None:
         _check_choice("activation", self.activation, ("periodic_relu", "triangle", "sin_cos"))
         _check_choice("covariance", self.covariance, ("full", "diagonal"))
         _check_choice("trunk", self.trunk, ("plain", "spectral"))
+        _check_choice("head", self.head, ("learned", "posterior"))
+        if self.head == "posterior" and self.covariance != "full":
+            raise UserError("head=posterior replaces the full covariance factor: use covariance=full with it")
         parse_input_transform(self.input_transform)
         if not (math.isfinite(self.spectral_bound) and self.spectral_bound > 0):
             raise UserError(f"spectral_bound must be a positive number such as 0.95 (got {self.spectral_bound})")
@@ -71,6 +77,7 @@ REMEDY_DEFAULTS = {
     "input_transform": "none",
     "learn_lengthscale": True,
     "rf_skip": False,
+    "head": "learned",
 }
 
 
@@ -96,6 +103,8 @@ def remedy_label(config: HetStatConfig) -> str:
         parts.append(f"fixed lengthscale {config.log_lengthscale_init:g}")
     if config.rf_skip:
         parts.append("random-feature skip")
+    if config.head != "learned":
+        parts.append(f"{config.head} head")
     return ", ".join(parts)
 
 

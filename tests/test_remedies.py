@@ -1,4 +1,5 @@
-"""HetStat remedies for the collapse: spectral trunk, input transforms, fixed lengthscales, random-feature skip."""
+"""HetStat remedies for the collapse: spectral trunk, input transforms, fixed lengthscales, random-feature skip,
+posterior head."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from csil_diag.diag.run_states import open_run
 from csil_diag.errors import UserError
 from csil_diag.features.normalize import PROJECTION_FILE, Normalizer, fit_projection
 from csil_diag.policy.hetstat import HetStat, Trunk, spectral_norm_estimate, spectral_trunk_lipschitz_bound
+from csil_diag.policy.posterior_head import fit_posterior_head, posterior_model, posterior_variance
 
 SMALL = HetStatConfig(hidden=(48, 48), bottleneck=8, features=32, covariance_blocks=2)
 
@@ -102,21 +104,73 @@ def test_fixed_lengthscale_is_not_a_parameter_and_skip_reads_the_input():
     assert float(jnp.max(jnp.abs(phi2[:, half:] - phi[:, half:]))) > 0.0
 
 
+def test_posterior_variance_is_the_bayesian_linear_heads():
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((50, 6))
+    phi[:, 5] = 0.0  # a direction no training state has
+    query = rng.standard_normal((7, 6))
+    s2 = 0.3
+    # The weight-space form against the function-space (GP) form of the same posterior.
+    kernel = np.linalg.inv(s2 * np.eye(50) + phi @ phi.T)
+    gp = np.sum(query**2, 1) - np.einsum("qn,nm,mq->q", query @ phi.T, kernel, phi @ query.T)
+    np.testing.assert_allclose(posterior_variance(phi, query, s2), gp, rtol=1e-9)
+    np.testing.assert_allclose(posterior_variance(phi, np.eye(6)[5:], s2), [1.0], rtol=1e-12)  # the prior, untouched
+    assert posterior_variance(phi, phi, s2).max() < s2  # a state's own observation caps its variance at the noise
+
+
+def test_posterior_head_keeps_the_mean_and_gives_the_posterior_predictive_std():
+    model = HetStat(SMALL, 7)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 5)).astype(np.float32)
+    actions = np.tanh(rng.standard_normal((300, 7))).astype(np.float32)
+    params = _scaled(model.init(jax.random.key(0), jnp.zeros((1, 5))), 3.0)
+    params = {"params": {**params["params"], "loc_weights": jnp.asarray(rng.standard_normal((32, 7)) * 0.1)}}
+    fitted, s2 = fit_posterior_head(model, params, x, actions, None, "head")
+    post = posterior_model(model)
+    query = (rng.standard_normal((20, 5)) * 3).astype(np.float32)
+    mu, std, _, phi = post.apply(fitted, jnp.asarray(query), with_features=True)
+    mu0, _ = model.apply(params, jnp.asarray(query))
+    np.testing.assert_array_equal(np.asarray(mu), np.asarray(mu0))  # the mean and the trunk are BC's
+    assert s2 == pytest.approx(
+        float(np.mean((np.tanh(np.asarray(model.apply(params, jnp.asarray(x))[0])) - actions) ** 2))
+    )
+    _, _, _, phi_train = post.apply(fitted, jnp.asarray(x), with_features=True)
+    variance = posterior_variance(np.asarray(phi_train), np.asarray(phi), s2) + s2  # epistemic + the demos' noise
+    expected = np.sqrt(SMALL.prior_variance) * np.tanh(np.sqrt(SMALL.min_variance + variance))
+    np.testing.assert_allclose(np.asarray(std), np.repeat(expected[:, None], 7, 1), rtol=2e-5)
+
+
+def test_posterior_head_needs_the_full_covariance_and_stays_out_of_rl():
+    with pytest.raises(UserError, match="covariance=full"):
+        HetStatConfig(head="posterior", covariance="diagonal")
+    with pytest.raises(UserError, match="head must be one of"):
+        HetStatConfig(head="laplace")
+    from csil_diag.csil.train_run import TrainConfig
+
+    with pytest.raises(UserError, match="diagnostic remedy of entropy runs"):
+        TrainConfig(task="lift", input="joints+object", demos="d.hdf5", hetstat=HetStatConfig(head="posterior"))
+
+
 def test_identity_omits_remedies_at_their_defaults():
     identity = hetstat_identity(HetStatConfig())
     assert not set(REMEDY_DEFAULTS) & set(identity)
     assert remedy_label(HetStatConfig()) == ""
-    spectral = HetStatConfig(trunk="spectral", input_transform="pca:64", rf_skip=True, learn_lengthscale=False)
-    assert {"trunk", "spectral_bound", "input_transform", "rf_skip", "learn_lengthscale"} <= set(
+    spectral = HetStatConfig(
+        trunk="spectral", input_transform="pca:64", rf_skip=True, learn_lengthscale=False, head="posterior"
+    )
+    assert {"trunk", "spectral_bound", "input_transform", "rf_skip", "learn_lengthscale", "head"} <= set(
         hetstat_identity(spectral)
     )
-    assert remedy_label(spectral) == "spectral trunk (≤0.95), input pca:64, fixed lengthscale -5, random-feature skip"
+    assert remedy_label(spectral) == (
+        "spectral trunk (≤0.95), input pca:64, fixed lengthscale -5, random-feature skip, posterior head"
+    )
 
 
 @pytest.fixture(scope="module")
 def pca_run(lift_demos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("remedies") / "pca"
-    config = tiny_config(lift_demos, hetstat=replace(TINY, input_transform="pca:5", trunk="spectral", rf_skip=True))
+    hetstat = replace(TINY, input_transform="pca:5", trunk="spectral", rf_skip=True, head="posterior")
+    config = tiny_config(lift_demos, hetstat=hetstat)
     EntropyRun(config, out, workers=0).run()
     return out
 
@@ -146,14 +200,32 @@ def test_pca_run_stores_its_transform_fitted_on_training_demos(pca_run: Path):
         ({"learn_lengthscale": False}, "--learn-lengthscale/--fixed-lengthscale"),
         ({"log_lengthscale_init": -3.0}, "--lengthscale-init"),
         ({"spectral_bound": 0.5}, "--spectral-bound"),
+        ({"head": "learned"}, "--head"),
     ],
 )
 def test_resume_refuses_a_changed_remedy(pca_run: Path, lift_demos: Path, change: dict, option: str):
     saved = json.loads((pca_run / "config.json").read_text())["config"]["hetstat"]
-    as_run = {"input_transform": saved["input_transform"], "trunk": "spectral", "rf_skip": True}
+    as_run = {"input_transform": saved["input_transform"], "trunk": "spectral", "rf_skip": True, "head": "posterior"}
     hetstat = replace(TINY, **(as_run | change))
     with pytest.raises(UserError, match=option):
         EntropyRun(tiny_config(lift_demos, hetstat=hetstat), pca_run, workers=0)
+
+
+def test_a_posterior_head_run_evaluates_with_the_posterior(pca_run: Path):
+    """The run's Σ log σ AUROC is the posterior head's: the trunk probe (which refits it from the checkpoint) reads the
+    run's own number in its head row, and the head and posterior rows coincide."""
+    import pandas as pd
+
+    from csil_diag.diag.trunk_probe import HEAD, POSTERIOR, probe_run
+
+    frame, _ = probe_run(pca_run)
+    table = pd.read_parquet(pca_run / "entropy.parquet")
+    last = int(table.step.max())
+    logged = table[(table.split == "online") & (table.step == last)].auroc_gauss_valid.iloc[0]
+    rows = frame[frame.step == last].set_index("space")
+    assert rows.loc[HEAD, "auroc"] == pytest.approx(logged, abs=1e-9)
+    assert rows.loc[POSTERIOR, "auroc"] == pytest.approx(rows.loc[HEAD, "auroc"], abs=1e-9)
+    assert rows.loc[HEAD, "online_distance"] == pytest.approx(rows.loc[POSTERIOR, "online_distance"], rel=1e-6)
 
 
 def test_runs_from_before_the_remedies_still_resume(lift_demos: Path, tmp_path: Path):

@@ -17,7 +17,6 @@ from csil_diag.diag.trunk_probe import (
     POSTERIOR,
     SPACES,
     nearest_distances,
-    posterior_variance,
     probe_run,
     probe_spaces,
     reading,
@@ -47,22 +46,6 @@ def test_nearest_distances_match_brute_force() -> None:
     brute = np.sqrt(((q[:, None, :] - ref[None, :, :]) ** 2).sum(-1)).min(1)
     np.testing.assert_allclose(nearest_distances(q, ref, chunk=1024), brute, rtol=1e-4, atol=1e-4)
     assert nearest_distances(ref[:5], ref).max() == 0.0  # a reference point is its own nearest neighbour
-
-
-def test_posterior_variance_is_the_bayesian_linear_heads() -> None:
-    rng = np.random.default_rng(0)
-    phi = rng.standard_normal((50, 6))
-    phi[:, 5] = 0.0  # a direction no training state has
-    query = rng.standard_normal((7, 6))
-    s2 = 0.3
-    # The weight-space form against the function-space (GP) form of the same posterior.
-    gp = np.sum(query**2, 1) - np.einsum(
-        "qn,nm,mq->q", query @ phi.T, np.linalg.inv(s2 * np.eye(50) + phi @ phi.T), phi @ query.T
-    )
-    np.testing.assert_allclose(posterior_variance(phi, query, s2), gp, rtol=1e-9)
-    unseen = np.eye(6)[5:]
-    np.testing.assert_allclose(posterior_variance(phi, unseen, s2), [1.0], rtol=1e-12)  # the prior, untouched
-    assert posterior_variance(phi, phi, s2).max() < s2  # a state's own observation caps its variance at the noise
 
 
 def test_time_in_episode_counts_each_episode_separately() -> None:

@@ -120,6 +120,10 @@ class TrainConfig:
 
         if self.site not in EMBEDDING_SITES:
             raise UserError(f"--site must be one of {', '.join(EMBEDDING_SITES)} (got {self.site!r})")
+        if self.hetstat.head != "learned":
+            raise UserError(
+                "head=posterior is a diagnostic remedy of entropy runs; CSIL's reward and actor use the learned head"
+            )
 
     @property
     def mode(self) -> str:

@@ -51,6 +51,7 @@ from csil_diag.features.spec import InputSpec
 from csil_diag.policy import tanh_gaussian as tg
 from csil_diag.policy.actor import RolloutActor, make_act
 from csil_diag.policy.hetstat import HetStat
+from csil_diag.policy.posterior_head import composed_base, fit_posterior_head
 from csil_diag.runs import (
     RunDir,
     atomic_write_json,
@@ -174,6 +175,7 @@ OPTION_NAMES: dict[str, str] = {
     "hetstat.log_lengthscale_init": "--lengthscale-init",
     "hetstat.learn_lengthscale": "--learn-lengthscale/--fixed-lengthscale",
     "hetstat.rf_skip": "--rf-skip",
+    "hetstat.head": "--head",
     "bc.learning_rate": "--lr",
     "bc.batch_size": "--batch-size",
     "bc.mode": "--mode",
@@ -281,10 +283,14 @@ class EntropyRun:
         return self
 
     def _base(self, base_actions: np.ndarray | None) -> jnp.ndarray | None:
-        """The VLA actions the HetStat composes with (None in head mode: the HetStat acts alone)."""
-        if self.config.bc.mode == "head" or base_actions is None:
-            return None
-        return jnp.asarray(base_actions)
+        return composed_base(self.config.bc.mode, base_actions)
+
+    def point_params(self, params: Any) -> Any:
+        """The parameters a point evaluates and acts with: BC's, or with the posterior head fitted on them."""
+        if self.config.hetstat.head != "posterior":
+            return params
+        cfg = self.config
+        return fit_posterior_head(self.model, params, self.x_train, self.a_train, self.base_train, cfg.bc.mode)[0]
 
     def identity(self) -> dict[str, Any]:
         identity = self.config.identity()
@@ -385,25 +391,26 @@ class EntropyRun:
     def evaluate_point(self, venv: VectorEnv, state: BCState, seed: int, metrics: dict[str, float]) -> PointResult:
         cfg = self.config
         step = int(state.step)
+        params = self.point_params(state.params)
         eval_seed = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
         with phase("expert_states"):
             expert = {
-                "train": (self.expert_train, self._evaluate(state.params, self.expert_train, eval_seed)),
-                "valid": (self.valid, self._evaluate(state.params, self.valid, eval_seed + 1)),
+                "train": (self.expert_train, self._evaluate(params, self.expert_train, eval_seed)),
+                "valid": (self.valid, self._evaluate(params, self.valid, eval_seed + 1)),
             }
         seeds = episode_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
         with phase("rollouts_stochastic"):
             online: RolloutResult = run_episodes(
-                venv, self.make_policy(state.params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
+                venv, self.make_policy(params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
             )
         with phase("online_states"):
             online_metrics = self.evaluate(
-                state.params, self.normalizer(online.features), self._base(online.base_actions), eval_seed + 3
+                params, self.normalizer(online.features), self._base(online.base_actions), eval_seed + 3
             )
         success = float("nan")
         if cfg.eval_episodes:
             with phase("rollouts_deterministic"):
-                deterministic = self.make_policy(state.params, False, eval_seed + 4, venv.n_envs)
+                deterministic = self.make_policy(params, False, eval_seed + 4, venv.n_envs)
                 det = run_episodes(venv, deterministic, seeds[: cfg.eval_episodes])
             success = det.success_rate
         base = {
@@ -427,7 +434,7 @@ class EntropyRun:
                     "split": split,
                     "n_episodes": len(data.demos),
                     **split_summary(m),
-                    **self._demo_fit(state.params, data),
+                    **self._demo_fit(params, data),
                 }
             )
         row = {

@@ -63,7 +63,18 @@ class RunStates:
 
         fresh = self._initial(seed)
         ckpt = self.run_dir / "checkpoints" / f"seed{seed}" / f"params_{step:08d}.msgpack"
-        return fresh if step == 0 else load_pytree(ckpt, fresh)
+        params = fresh if step == 0 else load_pytree(ckpt, fresh)
+        if self.config.hetstat.head == "posterior":  # as the run evaluated and acted with them
+            params = self.posterior(params)[0]
+        return params
+
+    def posterior(self, params: Any) -> tuple[Any, float]:
+        """``params`` with the posterior head fitted on this run's training demos, and the noise variance s²."""
+        from csil_diag.policy.posterior_head import composed_base, fit_posterior_head
+
+        train, mode = self.inputs.train, self.config.bc.mode
+        x = self.normalizer(train.x)
+        return fit_posterior_head(self.model, params, x, train.actions, composed_base(mode, train.base_actions), mode)
 
     def online(self, seed: int, step: int) -> dict[str, np.ndarray]:
         from csil_diag.diag.rollouts import load_online_states

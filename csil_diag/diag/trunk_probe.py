@@ -7,9 +7,8 @@ Separation present at the input and gone at the bottleneck: the trunk maps off-d
 features before the stationary layer sees them. Absent already at the input: the embedding is what makes them alike.
 The last link is the head: the variance-only measure Σ log σ(s) on the same states (the entropy run's own AUROC); where
 the features still separate and σ does not, the covariance the NLL fitted is what ignores the distance. Beside it, the
-σ a Bayesian linear head would give on the same features — the closed-form posterior of the linear weights under the
-HetStat's prior (Σ = I) given the training demos' features, with the noise variance the mean fit leaves on them (the
-run's training-demo MSE at that step), as in SNGP's last layer: the uncertainty the features allow.
+σ of the posterior head on the same features (``policy/posterior_head.py``: the Bayesian posterior of the linear head
+given the training demos, as in SNGP's last layer): the uncertainty the features allow.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import pandas as pd
 
 from csil_diag.diag.separation import auroc, bootstrap_auroc
 from csil_diag.diag.verdict import NEGLIGIBLE_GAP
-from csil_diag.policy.hetstat import predictive_std
 from csil_diag.policy.tanh_gaussian import gaussian_entropy
 
 SPACES = ("input", "bottleneck", "features")
@@ -76,23 +74,6 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 1
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def posterior_variance(train_features: np.ndarray, features: np.ndarray, noise_variance: float) -> np.ndarray:
-    """φᵀ(I + ΦᵀΦ/s²)⁻¹φ: the predictive variance of a linear head with prior weights N(0, I) after observing the
-    training features Φ (N, F) with noise variance s², at features (Q, F) → (Q,). ‖φ‖² far from the data, → 0 on
-    it. Float64: ΦᵀΦ/s² spans many orders of magnitude."""
-    phi_train = np.asarray(train_features, np.float64)
-    precision = np.eye(phi_train.shape[1]) + phi_train.T @ phi_train / noise_variance
-    chol = np.linalg.cholesky(precision)
-    whitened = np.linalg.solve(chol, np.asarray(features, np.float64).T)  # L⁻¹φ: ‖L⁻¹φ‖² = φᵀP⁻¹φ
-    return np.sum(np.square(whitened), axis=0)
-
-
-def posterior_gaussian_entropy(variance: np.ndarray, action_dim: int, prior_variance: float, min_variance: float):
-    """Σ log σ + const of the posterior head (the same σ in every action dimension), as the HetStat bounds σ."""
-    std = predictive_std(jnp.asarray(variance, jnp.float32), prior_variance, min_variance)
-    return np.asarray(gaussian_entropy(jnp.repeat(std[:, None], action_dim, axis=1)))
-
-
 def probe_spaces(
     model: nn.Module,
     params: Any,
@@ -103,21 +84,20 @@ def probe_spaces(
     online_episode: np.ndarray,
     n_boot: int = 1000,
     seed: int = 0,
-    noise_variance: float | None = None,
+    posterior: tuple[nn.Module, Any] | None = None,
 ) -> list[dict[str, float]]:
     """One row per space: AUROC (online vs held-out distances to the training demos) with its episode-cluster
     bootstrap CI, and the mean distances; then the head's row, the same for Σ log σ (``online_distance`` /
-    ``valid_distance`` hold its means, ``gap`` their difference in nats); with ``noise_variance``, the posterior
-    head's row too. All x normalised as the run normalised them."""
+    ``valid_distance`` hold its means, ``gap`` their difference in nats); with ``posterior`` (the model and
+    parameters of :func:`~csil_diag.policy.posterior_head.fit_posterior_head`), the posterior head's row too. All x
+    normalised as the run normalised them."""
     train, valid, online = (representations(model, params, x) for x in (x_train, x_valid, x_online))
     action_dim = int(params["params"]["loc_weights"].shape[1])
-    if noise_variance is not None:
-        cfg = model.config
-        for reps in (valid, online):
-            variance = posterior_variance(train["features"], reps["features"], noise_variance)
-            reps[POSTERIOR] = posterior_gaussian_entropy(variance, action_dim, cfg.prior_variance, cfg.min_variance)
+    if posterior is not None:
+        for reps, x in ((valid, x_valid), (online, x_online)):
+            reps[POSTERIOR] = representations(*posterior, x)[HEAD]
     rows = []
-    for name in (*SPACES, HEAD, *([POSTERIOR] if noise_variance is not None else [])):
+    for name in (*SPACES, HEAD, *([POSTERIOR] if posterior is not None else [])):
         if name in (HEAD, POSTERIOR):
             v_valid, v_online, width = valid[name], online[name], action_dim
         else:
@@ -186,11 +166,6 @@ def reading(frame: pd.DataFrame) -> str:
     return f"{values}: separated in every space{' and in σ' if HEAD in chain else ''}{where}{bayes}"
 
 
-def _noise_variance(fit: pd.Series, seed: int, step: int) -> float | None:
-    noise = fit.get((seed, step))
-    return float(noise) if noise is not None and np.isfinite(noise) and noise > 0 else None
-
-
 def _separates(row: pd.Series) -> bool:
     return bool(row.auroc_lo > 0.5 and abs(row.gap) >= NEGLIGIBLE_GAP)
 
@@ -212,12 +187,10 @@ def probe_run(
     (``--checkpoints every`` keeps one per point, ``last`` the last only). Returns (rows, notes on what was skipped).
     """
     from csil_diag.diag.run_states import check_steps, open_run
-    from csil_diag.runs import read_parquet_file
+    from csil_diag.policy.posterior_head import posterior_model
 
     check_steps(steps)
     run = open_run(run_dir)
-    table = read_parquet_file(Path(run_dir) / "entropy.parquet", "rerun the run's command to rewrite it")
-    fit = table[table.split == "train"].set_index(["seed", "step"]).demo_mse  # the posterior head's noise variance
     x_train, x_valid = run.normalizer(run.inputs.train.x), run.normalizer(run.inputs.valid.x)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -228,9 +201,10 @@ def probe_run(
             continue
         for step in wanted:
             online = run.online(seed, step)
+            params = run.params(seed, step)
             for row in probe_spaces(
                 run.model,
-                run.params(seed, step),
+                params,
                 x_train,
                 x_valid,
                 run.inputs.valid.episode,
@@ -238,7 +212,7 @@ def probe_run(
                 online["episode"],
                 run.config.bootstrap,
                 seed,
-                _noise_variance(fit, seed, step),
+                (posterior_model(run.model), run.posterior(params)[0]),
             ):
                 rows.append({"seed": seed, "step": step, "input": run.config.input, **row})
             if on_step is not None:

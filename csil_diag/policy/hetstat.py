@@ -6,8 +6,10 @@ head:   per action dim i, mean μ_i = φᵀm_i and variance φᵀΣ_iφ with Σ_
 std:    σ_i = √prior_var · tanh(√(σ²_min + φᵀΣ_iφ))
 
 Remedies (HetStatConfig; off by default): a spectral trunk (every layer's spectral norm ≤ c, residual hidden
-blocks, no LayerNorm: distances in the input bound distances in h, as in SNGP), fixed lengthscales, and a
-random-feature skip (half of φ from the input itself, so no trunk can map an unseen input onto seen features).
+blocks, no LayerNorm: distances in the input bound distances in h, as in SNGP), fixed lengthscales, a
+random-feature skip (half of φ from the input itself, so no trunk can map an unseen input onto seen features), and a
+posterior head (``policy/posterior_head.py``: at evaluation the factors are the Bayesian posterior's, and
+``head_noise`` — zero and untrained during BC — adds the demos' noise to φᵀΣφ).
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ class HetStat(nn.Module):
             ]
         else:
             self.scale_diag = self.param("scale_diag", nn.initializers.zeros, (self.action_dim, cfg.features))
+        if cfg.head == "posterior":
+            self.head_noise = self.param("head_noise", nn.initializers.zeros, ())
 
     def _lengthscales(self, name: str, width: int) -> jnp.ndarray:
         init = self.config.log_lengthscale_init
@@ -194,6 +198,8 @@ class HetStat(nn.Module):
             var = blocked_variance(phi_var, list(self.scale_blocks))
         else:
             var = diagonal_variance(phi_var, self.scale_diag)
+        if cfg.head == "posterior":
+            var = var + jax.lax.stop_gradient(self.head_noise)  # set with the posterior; BC never moves it
         std = predictive_std(var, cfg.prior_variance, cfg.min_variance)
         return (mu, std, h, phi) if with_features else (mu, std)
 
