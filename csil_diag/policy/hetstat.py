@@ -174,7 +174,7 @@ class HetStat(nn.Module):
         else:
             self.scale_diag = self.param("scale_diag", nn.initializers.zeros, (self.action_dim, cfg.features))
         if cfg.head == "posterior":
-            self.head_noise = self.param("head_noise", nn.initializers.zeros, ())
+            self.head_noise = self.param("head_noise", nn.initializers.zeros, (self.action_dim,))
 
     def _lengthscales(self, name: str, width: int) -> jnp.ndarray:
         init = self.config.log_lengthscale_init

@@ -1,11 +1,12 @@
 """The posterior head: the HetStat's covariance replaced by the Bayesian posterior of its linear head.
 
-The HetStat's head is linear in the stationary features φ with prior weights N(0, I) per action dimension. Given the
-training demos' features Φ (N, F) and a noise variance s², the posterior precision is P = I + ΦᵀΦ/s² and the
-predictive variance at φ is φᵀP⁻¹φ + s²: ‖φ‖² + s² far from the demos, ≈ s² on them (SNGP's last layer). The BC
-NLL instead fits Σ to the demos' residuals and need not grow away from them; the trunk probe measures the difference.
-s² is the mean squared error the mean leaves on the training demos at that point. All in float64: ΦᵀΦ/s² spans many
-orders of magnitude.
+The HetStat's head is linear in the stationary features φ with prior weights N(0, I) per action dimension i. Given
+the training demos' features Φ (N, F) and a noise variance s_i², the posterior precision is P_i = I + ΦᵀΦ/s_i² and
+the predictive variance at φ is φᵀP_i⁻¹φ + s_i²: ‖φ‖² + s_i² far from the demos, ≈ s_i² on them (SNGP's last layer).
+The BC NLL instead fits Σ_i to the demos' residuals and need not grow away from them; the trunk probe measures the
+difference. s_i² is the mean squared residual the mean leaves on the training demos in dimension i, taken where the
+Gaussian lives — before the squash (a saturated gripper's residual is large there, and its σ stays at the cap, as the
+learned head's does). All in float64: ΦᵀΦ/s² spans many orders of magnitude.
 """
 
 from __future__ import annotations
@@ -22,34 +23,40 @@ import numpy as np
 from csil_diag.policy import tanh_gaussian as tg
 
 
-def _precision_cholesky(train_features: np.ndarray, noise_variance: float) -> np.ndarray:
+def gram(train_features: np.ndarray) -> np.ndarray:
+    """ΦᵀΦ (F, F) of the training features Φ (N, F), in float64."""
     phi = np.asarray(train_features, np.float64)
-    return np.linalg.cholesky(np.eye(phi.shape[1]) + phi.T @ phi / noise_variance)
+    return phi.T @ phi
+
+
+def _precision_cholesky(gram_matrix: np.ndarray, noise_variance: float) -> np.ndarray:
+    return np.linalg.cholesky(np.eye(len(gram_matrix)) + gram_matrix / noise_variance)
 
 
 def posterior_variance(train_features: np.ndarray, features: np.ndarray, noise_variance: float) -> np.ndarray:
     """φᵀ(I + ΦᵀΦ/s²)⁻¹φ for training features Φ (N, F) at features (Q, F) → (Q,) (without the noise)."""
-    whitened = np.linalg.solve(_precision_cholesky(train_features, noise_variance), np.asarray(features, np.float64).T)
+    chol = _precision_cholesky(gram(train_features), noise_variance)
+    whitened = np.linalg.solve(chol, np.asarray(features, np.float64).T)
     return np.sum(np.square(whitened), axis=0)  # ‖L⁻¹φ‖² with LLᵀ = P
 
 
-def posterior_factor(train_features: np.ndarray, noise_variance: float) -> np.ndarray:
-    """Lower-triangular C (F, F) with CCᵀ = (I + ΦᵀΦ/s²)⁻¹: the HetStat's factor form of the posterior covariance."""
-    chol = _precision_cholesky(train_features, noise_variance)
+def posterior_factor(gram_matrix: np.ndarray, noise_variance: float) -> np.ndarray:
+    """Lower-triangular C (F, F) with CCᵀ = (I + ΦᵀΦ/s²)⁻¹ given ΦᵀΦ: the HetStat's factor form of the posterior."""
+    chol = _precision_cholesky(gram_matrix, noise_variance)
     inverse = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(len(chol))))
     return np.linalg.cholesky((inverse + inverse.T) / 2)
 
 
-def set_head_factor(params: Any, factor: np.ndarray, noise_variance: float) -> Any:
-    """HetStat parameters with every action dimension's factor set to ``factor`` (F, F) and head_noise to s²."""
+def set_head_factors(params: Any, factors: np.ndarray, noise_variances: np.ndarray) -> Any:
+    """HetStat parameters with action dimension i's factor set to ``factors[i]`` (A, F, F) and head_noise to s² (A,)."""
     inner = dict(params["params"])
-    raw = np.tril(factor, -1) + np.diag(np.log(np.diag(factor)))  # the blocks store the diagonal as its log
+    diag = np.diagonal(factors, axis1=1, axis2=2)
+    raw = np.tril(factors, -1) + np.log(diag)[:, :, None] * np.eye(factors.shape[1])  # blocks store log-diagonals
     names = sorted((k for k in inner if k.startswith("scale_tril_")), key=lambda k: int(k.rsplit("_", 1)[1]))
-    a, _, b = inner[names[0]].shape
+    b = inner[names[0]].shape[-1]
     for j, name in enumerate(names):
-        block = raw[j * b :, j * b : (j + 1) * b].astype(np.float32)
-        inner[name] = jnp.asarray(np.broadcast_to(block, (a, *block.shape)))
-    inner["head_noise"] = jnp.asarray(noise_variance, jnp.float32)
+        inner[name] = jnp.asarray(raw[:, j * b :, j * b : (j + 1) * b], jnp.float32)
+    inner["head_noise"] = jnp.asarray(noise_variances, jnp.float32)
     return {**params, "params": inner}
 
 
@@ -69,12 +76,21 @@ def _mean_and_features(model: nn.Module, params: Any, x: jnp.ndarray) -> tuple[j
     return mu, phi
 
 
+def pre_squash_noise(mode: str, mu: jnp.ndarray, actions: jnp.ndarray, base: jnp.ndarray | None) -> np.ndarray:
+    """s_i²: the mean squared residual of the demo actions (N, A) about the mean μ (N, A), before the squash → (A,)."""
+    residual = tg.unsquash(mode, actions, base) - tg.squash_mean(mode, mu, base)
+    return np.mean(np.square(np.asarray(residual, np.float64)), axis=0)
+
+
 def fit_posterior_head(
     model: nn.Module, params: Any, x: np.ndarray, actions: np.ndarray, base: jnp.ndarray | None, mode: str
-) -> tuple[Any, float]:
+) -> tuple[Any, np.ndarray]:
     """The posterior head on the training demos: normalised x (N, D), their actions (N, A) and the VLA's base
-    actions (N, A) or None → (parameters for :func:`posterior_model`, s²). The mean and the trunk are kept."""
-    inner = {**params["params"], "head_noise": jnp.zeros((), jnp.float32)}  # a learned head's parameters lack it
+    actions (N, A) or None → (parameters for :func:`posterior_model`, s² (A,)). The mean and the trunk are kept."""
+    action_dim = params["params"]["loc_weights"].shape[1]
+    inner = {**params["params"], "head_noise": jnp.zeros((action_dim,), jnp.float32)}  # a learned head lacks it
     mu, phi = _mean_and_features(posterior_model(model), {**params, "params": inner}, jnp.asarray(x))
-    noise = float(jnp.mean(jnp.square(tg.deterministic_action(mode, mu, base) - jnp.asarray(actions))))
-    return set_head_factor(params, posterior_factor(np.asarray(phi, np.float64), noise), noise), noise
+    noise = pre_squash_noise(mode, mu, jnp.asarray(actions), base)
+    g = gram(phi)
+    factors = np.stack([posterior_factor(g, s2) for s2 in noise])
+    return set_head_factors(params, factors, noise), noise
