@@ -47,7 +47,8 @@ class HetStatConfig:
     learn_lengthscale: bool = True  # False: the random features' lengthscales stay at log_lengthscale_init
     rf_skip: bool = False  # half the random features read the (transformed) input directly, bypassing the trunk
     # learned | posterior: at every evaluation point the covariance is the Bayesian posterior of the linear head given
-    # the training demos' features, plus their MSE as noise (SNGP's last layer), instead of the NLL-fitted one
+    # the training demos' features, plus their pre-squash residual variance as noise (SNGP's last layer), instead of
+    # the NLL-fitted one (policy/posterior_head.py)
     head: str = "learned"
 
     def __post_init__(self) -> None:

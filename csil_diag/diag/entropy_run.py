@@ -51,7 +51,7 @@ from csil_diag.features.spec import InputSpec
 from csil_diag.policy import tanh_gaussian as tg
 from csil_diag.policy.actor import RolloutActor, make_act
 from csil_diag.policy.hetstat import HetStat
-from csil_diag.policy.posterior_head import composed_base, fit_posterior_head
+from csil_diag.policy.posterior_head import fit_posterior_head
 from csil_diag.runs import (
     RunDir,
     atomic_write_json,
@@ -283,13 +283,13 @@ class EntropyRun:
         return self
 
     def _base(self, base_actions: np.ndarray | None) -> jnp.ndarray | None:
-        return composed_base(self.config.bc.mode, base_actions)
+        return tg.composed_base(self.config.bc.mode, base_actions)
 
     def point_params(self, params: Any) -> Any:
         """The parameters a point evaluates and acts with: BC's, or with the posterior head fitted on them."""
-        if self.config.hetstat.head != "posterior":
-            return params
         cfg = self.config
+        if cfg.hetstat.head != "posterior":
+            return params
         return fit_posterior_head(self.model, params, self.x_train, self.a_train, self.base_train, cfg.bc.mode)[0]
 
     def identity(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,19 @@ class RunStates:
             params = self.posterior(params)[0]
         return params
 
-    def posterior(self, params: Any) -> tuple[Any, float]:
-        """``params`` with the posterior head fitted on this run's training demos, and the noise variance s²."""
-        from csil_diag.policy.posterior_head import composed_base, fit_posterior_head
+    @cached_property
+    def x_train(self) -> np.ndarray:
+        """The training demos' inputs as the run normalised them (N, D)."""
+        return self.normalizer(self.inputs.train.x)
+
+    def posterior(self, params: Any) -> tuple[Any, np.ndarray]:
+        """``params`` with the posterior head fitted on this run's training demos, and the noise variances s² (A,)."""
+        from csil_diag.policy.posterior_head import fit_posterior_head
+        from csil_diag.policy.tanh_gaussian import composed_base
 
         train, mode = self.inputs.train, self.config.bc.mode
-        x = self.normalizer(train.x)
-        return fit_posterior_head(self.model, params, x, train.actions, composed_base(mode, train.base_actions), mode)
+        base = composed_base(mode, train.base_actions)
+        return fit_posterior_head(self.model, params, self.x_train, train.actions, base, mode)
 
     def online(self, seed: int, step: int) -> dict[str, np.ndarray]:
         from csil_diag.diag.rollouts import load_online_states

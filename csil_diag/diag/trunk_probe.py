@@ -92,7 +92,7 @@ def probe_spaces(
     parameters of :func:`~csil_diag.policy.posterior_head.fit_posterior_head`), the posterior head's row too. All x
     normalised as the run normalised them."""
     train, valid, online = (representations(model, params, x) for x in (x_train, x_valid, x_online))
-    action_dim = int(params["params"]["loc_weights"].shape[1])
+    action_dim = model.action_dim
     if posterior is not None:
         for reps, x in ((valid, x_valid), (online, x_online)):
             reps[POSTERIOR] = representations(*posterior, x)[HEAD]
@@ -191,7 +191,8 @@ def probe_run(
 
     check_steps(steps)
     run = open_run(run_dir)
-    x_train, x_valid = run.normalizer(run.inputs.train.x), run.normalizer(run.inputs.valid.x)
+    x_train, x_valid = run.x_train, run.normalizer(run.inputs.valid.x)
+    refit = run.config.hetstat.head != "posterior"  # a posterior-head run's parameters already are the posterior
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for seed in run.seeds:
@@ -212,7 +213,7 @@ def probe_run(
                 online["episode"],
                 run.config.bootstrap,
                 seed,
-                (posterior_model(run.model), run.posterior(params)[0]),
+                (posterior_model(run.model), run.posterior(params)[0] if refit else params),
             ):
                 rows.append({"seed": seed, "step": step, "input": run.config.input, **row})
             if on_step is not None:

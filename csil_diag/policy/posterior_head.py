@@ -60,11 +60,6 @@ def set_head_factors(params: Any, factors: np.ndarray, noise_variances: np.ndarr
     return {**params, "params": inner}
 
 
-def composed_base(mode: str, base_actions: np.ndarray | None) -> jnp.ndarray | None:
-    """The VLA actions the HetStat composes with (None in head mode: the HetStat acts alone)."""
-    return None if mode == "head" or base_actions is None else jnp.asarray(base_actions)
-
-
 def posterior_model(model: nn.Module) -> nn.Module:
     """The same HetStat with the posterior head (its parameters: :func:`fit_posterior_head`'s)."""
     return model.clone(config=replace(model.config, head="posterior"))

@@ -26,6 +26,11 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def composed_base(mode: str, base_actions: jnp.ndarray | None) -> jnp.ndarray | None:
+    """The VLA actions the HetStat composes with (None in head mode: the HetStat acts alone)."""
+    return None if check_mode(mode) == "head" or base_actions is None else jnp.asarray(base_actions)
+
+
 def log_tanh_jacobian(z: jnp.ndarray) -> jnp.ndarray:
     """log|d tanh(z)/dz| = log(1 − tanh²z), computed without cancellation for large |z|."""
     return 2.0 * (math.log(2.0) - z - jax.nn.softplus(-2.0 * z))
