@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 CSIL_DIAG_EXTRAS=test,ray bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest -q "$@"
+# One test process per core, idle ones stealing queued tests (the durations are uneven).
+.venv/bin/python -m pytest -q -n auto --dist worksteal --durations=10 "$@"
