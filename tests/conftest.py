@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import jax
 import pytest
 
 from csil_diag.data.demos import DemoConfig, generate_demos
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def _share_compilation_cache() -> None:
+    """One persistent XLA cache for the whole test session.
+
+    Tests compile the same tiny programs again and again (every tiny run re-jits its steps); with the cache each is
+    compiled once per session, by whichever test process (xdist worker, CLI subprocess) meets it first. The directory
+    is made by the first process that loads this file (the xdist controller, whose environment the workers inherit)
+    and removed by it at the end, so a run never sees another run's entries.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="csil-diag-test-xla-")
+        os.environ["CSIL_DIAG_TEST_XLA_CACHE_OWNER"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    # jax is imported already (it read its flags then), so set them in this process too.
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_share_compilation_cache()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get("CSIL_DIAG_TEST_XLA_CACHE_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
