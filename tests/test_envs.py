@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from csil_diag.envs.culling import outside_frustum
 from csil_diag.envs.tasks import (
     ACTION_DIM,
+    RobosuiteTask,
     env_args,
     make_env,
     quat_to_axis_angle,
@@ -128,3 +130,36 @@ def test_bad_task_and_camera_are_user_errors() -> None:
     with pytest.raises(UserError, match="PickPlaceBread"):
         task_from_env_name("PickPlaceBread")
     assert env_args("can", (), 84)["env_name"] == "PickPlaceCan"
+
+
+def test_frustum_test_on_known_spheres() -> None:
+    # Camera at the origin looking along −z (identity axes), 90° vertical field of view, square image.
+    centres = np.array([[0, 0, -5], [0, 0, 5], [20, 0, -5], [5.6, 0, -5], [0, 0, -200]], float)
+    radii = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    out = outside_frustum(centres, radii, np.zeros(3), np.eye(3), 1.0, 1.0, 0.1, 100.0)
+    # ahead: in; behind: out; far right: out; grazing the right plane (distance 0.42 < r): in; past zfar: out
+    assert out.tolist() == [False, True, True, False, True]
+    # the same sphere leaves a frustum twice as wide in x only when the aspect ratio halves
+    narrow = outside_frustum(np.array([[8.0, 0, -5]]), np.ones(1), np.zeros(3), np.eye(3), 1.0, 1.0, 0.1, 100.0)
+    wide = outside_frustum(np.array([[8.0, 0, -5]]), np.ones(1), np.zeros(3), np.eye(3), 1.0, 2.0, 0.1, 100.0)
+    assert narrow[0] and not wide[0]
+
+
+@pytest.mark.parametrize("task", ["lift", "square"])
+def test_culling_meshes_out_of_view_leaves_every_pixel_unchanged(task: str) -> None:
+    envs = [RobosuiteTask(task, cameras=("agentview", "wrist"), image_size=48, seed=0, cull=c) for c in (False, True)]
+    try:
+        assert envs[0].culler is None and envs[1].culler is not None
+        obs = [env.reset(seed=2) for env in envs]
+        rng = np.random.default_rng(0)
+        culled = 0
+        for _ in range(15):
+            action = rng.uniform(-1, 1, ACTION_DIM)
+            obs = [env.step(action)[0] for env in envs]
+            for cam in ("agentview", "wrist"):
+                np.testing.assert_array_equal(obs[0][cam], obs[1][cam])
+            culled += envs[1].culler.culled_last  # the last frame of a step is the wrist camera's
+        assert culled > 15 * envs[1].culler.meshes.size // 2  # the wrist camera sees under half of the meshes
+    finally:
+        for env in envs:
+            env.close()

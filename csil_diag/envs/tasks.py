@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from csil_diag.envs.culling import FrustumCuller
 from csil_diag.envs.gl import ensure_gl_backend
 from csil_diag.errors import UserError
 
@@ -143,7 +144,8 @@ def _shrink_offscreen_buffer(env: Any, image_size: int) -> None:
     """Render into an image-sized, single-sampled buffer instead of robosuite's 640×480 MSAA one.
 
     On a software (Mesa) renderer the default buffer costs ~40 ms per frame; this makes two 84×84
-    cameras ~3× faster. Reflections are off too (they render the scene twice); shadows stay.
+    cameras ~3× faster. Reflections are off too (they render the scene twice); shadows stay. (Meshes out of
+    view are culled per frame too: `culling.py`.)
     """
     import mujoco
 
@@ -209,6 +211,7 @@ class RobosuiteTask:
         image_size: int = 84,
         seed: int | None = None,
         horizon: int | None = None,
+        cull: bool = True,
     ) -> None:
         self.spec = task_spec(task)
         self.cameras = camera_names(cameras)
@@ -228,8 +231,11 @@ class RobosuiteTask:
                     "the EGL/OSMesa libraries or set MUJOCO_GL=egl|osmesa"
                 ) from None
             raise
+        self.culler: FrustumCuller | None = None
         if self.cameras:
             _shrink_offscreen_buffer(self.env, self.image_size)
+            if cull and self.env.sim._render_context_offscreen is not None:
+                self.culler = FrustumCuller(self.env.sim._render_context_offscreen)
         self._done = True
 
     # ------------------------------------------------------------------ episode control
