@@ -6,15 +6,16 @@ import time
 
 import numpy as np
 
-from csil_diag.envs.tasks import ACTION_DIM, make_env
+from csil_diag.envs.tasks import ACTION_DIM, RobosuiteTask
 
 
 def env_steps_per_second(
-    task: str, cameras: tuple[str, ...] = (), image_size: int = 84, steps: int = 300, seed: int = 0
+    task: str, cameras: tuple[str, ...] = (), image_size: int = 84, steps: int = 300, seed: int = 0, cull: bool = True
 ) -> float:
-    """Random-action steps/s in one process (resets included when an episode ends)."""
+    """Random-action steps/s in one process (resets included when an episode ends); ``cull=False`` renders the
+    meshes out of view too (the frames are the same)."""
     rng = np.random.default_rng(seed)
-    with make_env(task, cameras=cameras, image_size=image_size, seed=seed) as env:
+    with RobosuiteTask(task, cameras=cameras, image_size=image_size, seed=seed, cull=cull) as env:
         env.reset(seed=seed)
         for _ in range(10):  # warm-up: numba compilation, first GL frames
             env.step(rng.uniform(-1, 1, ACTION_DIM))
@@ -30,11 +31,13 @@ def env_steps_per_second(
 def run(
     tasks: tuple[str, ...] = ("lift", "can", "square", "assembly"), steps: int = 300
 ) -> dict[str, dict[str, float]]:
-    """{task: {"no_cameras": steps/s, "agentview+wrist_84": steps/s}}."""
+    """{task: {"no_cameras": steps/s, "agentview+wrist_84": steps/s, "agentview+wrist_84_no_culling": steps/s}}."""
+    cams = ("agentview", "wrist")
     return {
         task: {
             "no_cameras": round(env_steps_per_second(task, steps=steps), 1),
-            "agentview+wrist_84": round(env_steps_per_second(task, ("agentview", "wrist"), 84, steps=steps), 1),
+            "agentview+wrist_84": round(env_steps_per_second(task, cams, 84, steps=steps), 1),
+            "agentview+wrist_84_no_culling": round(env_steps_per_second(task, cams, 84, steps=steps, cull=False), 1),
         }
         for task in tasks
     }
