@@ -41,14 +41,12 @@ def outside_frustum(
     local = (centres - cam_pos) @ cam_mat  # (N, 3) in camera axes
     depth = -local[:, 2]
     r = radii * _MARGIN_SCALE + _MARGIN_ABS
-    tan_v = tan_half_fovy
-    tan_h = tan_half_fovy * aspect
-    # Signed distances to the four side planes (positive outside), each plane through the eye.
-    right = (local[:, 0] - tan_h * depth) / np.sqrt(1.0 + tan_h**2)
-    left = (-local[:, 0] - tan_h * depth) / np.sqrt(1.0 + tan_h**2)
-    top = (local[:, 1] - tan_v * depth) / np.sqrt(1.0 + tan_v**2)
-    bottom = (-local[:, 1] - tan_v * depth) / np.sqrt(1.0 + tan_v**2)
-    return (right > r) | (left > r) | (top > r) | (bottom > r) | (depth + r < znear) | (depth - r > zfar)
+    # Signed distance to the nearer plane of each side pair (positive outside); the planes pass through the eye.
+    sides = [
+        (np.abs(local[:, axis]) - tan * depth) / np.sqrt(1.0 + tan**2)
+        for axis, tan in ((0, tan_half_fovy * aspect), (1, tan_half_fovy))
+    ]
+    return (sides[0] > r) | (sides[1] > r) | (depth + r < znear) | (depth - r > zfar)
 
 
 class FrustumCuller:
@@ -61,7 +59,6 @@ class FrustumCuller:
     def __init__(self, context: Any) -> None:
         import mujoco
 
-        self._mujoco = mujoco
         self.context = context
         model = context.model._model
         self.model = model
@@ -72,21 +69,14 @@ class FrustumCuller:
         self.meshes = np.flatnonzero(
             (model.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & shown[group] & (model.geom_rbound > 0)
         )
+        # Cameras whose frustum this module models exactly: perspective, field of view from fovy.
+        self.exact = ~model.cam_orthographic.astype(bool) & ~np.any(model.cam_sensorsize > 0, axis=1)
         self.culled_last = 0  # meshes hidden in the last frame (a measure, for tests and benchmarks)
         self._render: Callable[..., None] = context.render
         context.render = self.render
 
-    def _exact(self, camera_id: int) -> bool:
-        m = self.model
-        return (
-            self.hidden_group is not None
-            and camera_id >= 0
-            and not m.cam_orthographic[camera_id]
-            and not np.any(m.cam_sensorsize[camera_id] > 0)
-        )
-
     def render(self, width: int, height: int, camera_id: int | None = None, segmentation: bool = False) -> None:
-        if camera_id is None or not self._exact(camera_id):
+        if self.hidden_group is None or camera_id is None or camera_id < 0 or not self.exact[camera_id]:
             self.culled_last = 0
             return self._render(width, height, camera_id=camera_id, segmentation=segmentation)
         m, d = self.model, self.context.data._data
