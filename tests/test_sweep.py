@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from csil_diag.diag.entropy_run import EntropyRun
 from csil_diag.diag.sweep import (
     Cell,
     Sweep,
+    local_pool,
     parse_object,
     parse_select,
     parse_widths,
@@ -164,12 +166,23 @@ def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, 
         ray.shutdown()
     assert not result.failed
     local = pd.read_parquet(tiny_sweep / "summary.parquet")
-    # The same function and thread settings; bit-identical on some machines, but on others (seen 2026-12-01, also with
-    # the code before that day) a Ray worker's XLA results differ from a local worker's in the last float32 digits.
-    # Per-dimension AUROCs rank nearly tied σ (the gripper's, at its cap), so such digits can flip a tie there.
-    ties = [c for c in local.columns if c.startswith("auroc_") and "_dim" in c]
-    pd.testing.assert_frame_equal(result.summary.drop(columns=ties), local.drop(columns=ties), rtol=1e-5, atol=1e-6)
-    assert result.summary.columns.tolist() == local.columns.tolist()
+    # The same function and thread settings, so the same numbers to the last bit.
+    pd.testing.assert_frame_equal(result.summary, local, check_exact=True)
+
+
+def _thread_settings() -> tuple[str | None, str | None]:
+    return os.environ.get("XLA_FLAGS"), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_local_pool_processes_run_with_the_runs_thread_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool spawns its processes at the first submit: the limit must reach them there, not only at construction.
+    (It did not, once: the local backend's XLA then used every core per run, and its last float32 digits differed
+    from Ray's.)"""
+    for name in ("XLA_FLAGS", "OMP_NUM_THREADS"):  # so the children can only have them from the pool
+        monkeypatch.delenv(name, raising=False)
+    with local_pool(2, 1) as pool:
+        flags, omp = pool.submit(_thread_settings).result()
+    assert flags is not None and "--xla_cpu_multi_thread_eigen=false" in flags and omp == "1"
 
 
 @pytest.mark.slow

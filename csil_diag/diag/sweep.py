@@ -278,9 +278,21 @@ def run_cell(config: dict[str, Any], out: str, workers: int) -> str | None:
     return None
 
 
-def _child_init(parent: tuple[int, bool]) -> None:
+def local_pool(parallel: int, threads: int) -> ProcessPoolExecutor:
+    """``parallel`` spawned processes, each with XLA, OpenMP and BLAS limited to ``threads`` threads."""
+    from csil_diag.procs import spawner
+
+    return ProcessPoolExecutor(
+        parallel, mp_context=get_context("spawn"), initializer=_child_init, initargs=(spawner(), _thread_env(threads))
+    )
+
+
+def _child_init(parent: tuple[int, bool], env: dict[str, str]) -> None:
     from csil_diag.procs import die_with_parent
 
+    # Here, not in the parent's environment: the pool spawns its processes at submit time, so a variable set around
+    # the pool's construction would already be gone. JAX reads XLA_FLAGS at its first computation, after this.
+    os.environ.update(env)
     die_with_parent(*parent)
 
 
@@ -479,21 +491,8 @@ class Sweep:
             ensure_embeddings(policy, self.base.demos, on_embed)
 
     def _run_local(self, jobs, parallel: int, threads: int, on_progress) -> dict[str, str]:
-        from csil_diag.procs import spawner
-
         failed: dict[str, str] = {}
-        saved = {k: os.environ.get(k) for k in _thread_env(threads)}
-        os.environ.update(_thread_env(threads))  # inherited by the spawned children only (this JAX is initialised)
-        try:
-            pool = ProcessPoolExecutor(
-                parallel, mp_context=get_context("spawn"), initializer=_child_init, initargs=(spawner(),)
-            )
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        pool = local_pool(parallel, threads)
         pending: dict[Future, str] = {pool.submit(run_cell, cfg, out, w): label for label, cfg, out, w in jobs}
         try:
             while pending:
