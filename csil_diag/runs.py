@@ -17,6 +17,7 @@ import pandas as pd
 from flax import serialization
 
 from csil_diag.errors import UserError
+from csil_diag.policy.hetstat import upgrade_legacy_factor
 
 
 def umask_mode() -> int:
@@ -70,7 +71,8 @@ def load_pytree(path: str | os.PathLike, target: Any) -> Any:
     if not path.exists():
         raise UserError(f"checkpoint {path} is missing; rerun the command that writes it")
     try:
-        return serialization.from_bytes(target, path.read_bytes())
+        state = upgrade_legacy_factor(serialization.msgpack_restore(path.read_bytes()))
+        return serialization.from_state_dict(target, state)
     except Exception as exc:  # msgpack / structure errors
         raise UserError(
             f"checkpoint {path} does not match this model ({exc}); delete it or use another --out"

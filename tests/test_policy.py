@@ -16,9 +16,11 @@ from csil_diag.policy.hetstat import (
     HetStat,
     blocked_variance,
     blocks_to_dense,
+    dense_to_blocks,
     diagonal_variance,
     full_variance,
     predictive_std,
+    upgrade_legacy_factor,
 )
 from csil_diag.policy.stationary import periodic_relu, sin_cos, triangle, triangle_wave
 
@@ -127,13 +129,19 @@ def test_blocked_covariance_equals_dense_factor() -> None:
     rng = np.random.default_rng(0)
     f, a, nb = 64, 3, 4
     b = f // nb
-    blocks = [jnp.asarray(0.3 * rng.standard_normal((a, f - j * b, b)), jnp.float32) for j in range(nb)]
+    squares = [jnp.asarray(0.3 * rng.standard_normal((b, a, b)), jnp.float32) for _ in range(nb)]
+    below = [jnp.asarray(0.3 * rng.standard_normal((f - (j + 1) * b, a, b)), jnp.float32) for j in range(nb - 1)]
     phi = jnp.asarray(rng.standard_normal((5, f)) / 8, jnp.float32)
-    dense = blocks_to_dense(blocks)
-    np.testing.assert_allclose(blocked_variance(phi, blocks), full_variance(phi, dense), rtol=1e-4)
+    dense = blocks_to_dense(squares, below)
+    assert np.all(np.triu(dense, 1) == 0)  # the blocks hold the lower triangle only
+    np.testing.assert_allclose(blocked_variance(phi, squares, below), full_variance(phi, dense), rtol=1e-4)
+    back = dense_to_blocks(dense, nb)  # the inverse, exactly (the strict upper parts of the squares are never read)
+    np.testing.assert_array_equal(blocks_to_dense(*back), dense)
     # zeros are the identity factor: variance = ‖φ‖²
-    zeros = [jnp.zeros_like(x) for x in blocks]
-    np.testing.assert_allclose(blocked_variance(phi, zeros), jnp.sum(phi**2, -1, keepdims=True).repeat(a, 1), rtol=1e-5)
+    zeros = [jnp.zeros_like(x) for x in squares], [jnp.zeros_like(x) for x in below]
+    np.testing.assert_allclose(
+        blocked_variance(phi, *zeros), jnp.sum(phi**2, -1, keepdims=True).repeat(a, 1), rtol=1e-5
+    )
     np.testing.assert_allclose(
         diagonal_variance(phi, jnp.zeros((a, f))), jnp.sum(phi**2, -1, keepdims=True).repeat(a, 1), rtol=1e-5
     )
@@ -212,3 +220,34 @@ def test_far_inputs_are_more_uncertain_than_the_data(trained_small_hetstat) -> N
     far = (20 * d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32)
     _, std_far = model.apply(params, jnp.asarray(far))
     assert float(std_far.mean()) > 1.5 * float(std_data.mean())
+
+
+def test_checkpoints_in_the_old_factor_layout_load_exactly(tmp_path) -> None:
+    """Older runs stored each column block whole, (A, F − j·b, b); they restore into today's layout, params and
+    AdamW moments alike, and the model computes the same σ from them."""
+    from csil_diag.runs import load_pytree, save_pytree
+
+    cfg = HetStatConfig(hidden=(16,), bottleneck=4, features=16, covariance_blocks=4)
+    model = HetStat(cfg, 3)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 5)))
+    rng = np.random.default_rng(1)
+    raw = np.tril(0.3 * rng.standard_normal((3, 16, 16))).astype(np.float32)
+    b = 4
+    legacy = {k: v for k, v in params["params"].items() if not k.startswith(("scale_tril_", "scale_below_"))}
+    legacy |= {f"scale_tril_{j}": raw[:, j * b :, j * b : (j + 1) * b] for j in range(4)}
+    save_pytree(tmp_path / "old.msgpack", {"params": {"params": legacy}, "moments": {"mu": {"params": legacy}}})
+    target = {"params": params, "moments": {"mu": params}}
+    restored = load_pytree(tmp_path / "old.msgpack", target)
+    for tree in (restored["params"], restored["moments"]["mu"]):
+        inner = tree["params"]
+        squares = [inner[f"scale_tril_{j}"] for j in range(4)]
+        below = [inner[f"scale_below_{j}"] for j in range(3)]
+        np.testing.assert_array_equal(blocks_to_dense(squares, below), raw)
+    x = jnp.asarray(rng.standard_normal((6, 5)), jnp.float32)
+    phi = model.apply(restored["params"], x, with_features=True)[3]
+    _mu, std = model.apply(restored["params"], x)
+    expected = predictive_std(full_variance(phi, raw), cfg.prior_variance, cfg.min_variance)
+    np.testing.assert_allclose(std, expected, rtol=1e-5)
+    today = upgrade_legacy_factor(params)  # today's layout passes through unchanged
+    assert jax.tree.structure(today) == jax.tree.structure(params)
+    jax.tree.map(np.testing.assert_array_equal, today, params)

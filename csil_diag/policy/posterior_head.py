@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from csil_diag.policy import tanh_gaussian as tg
+from csil_diag.policy.hetstat import dense_to_blocks
 
 
 def gram(train_features: np.ndarray) -> np.ndarray:
@@ -52,10 +53,11 @@ def set_head_factors(params: Any, factors: np.ndarray, noise_variances: np.ndarr
     inner = dict(params["params"])
     diag = np.diagonal(factors, axis1=1, axis2=2)
     raw = np.tril(factors, -1) + np.log(diag)[:, :, None] * np.eye(factors.shape[1])  # blocks store log-diagonals
-    names = sorted((k for k in inner if k.startswith("scale_tril_")), key=lambda k: int(k.rsplit("_", 1)[1]))
-    b = inner[names[0]].shape[-1]
-    for j, name in enumerate(names):
-        inner[name] = jnp.asarray(raw[:, j * b :, j * b : (j + 1) * b], jnp.float32)
+    squares, below = dense_to_blocks(raw, sum(k.startswith("scale_tril_") for k in inner))
+    for j, square in enumerate(squares):
+        inner[f"scale_tril_{j}"] = jnp.asarray(square, jnp.float32)
+    for j, rectangle in enumerate(below):
+        inner[f"scale_below_{j}"] = jnp.asarray(rectangle, jnp.float32)
     inner["head_noise"] = jnp.asarray(noise_variances, jnp.float32)
     return {**params, "params": inner}
 
