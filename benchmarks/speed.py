@@ -20,13 +20,18 @@ from csil_diag.policy.hetstat import HetStat
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
-    """Seconds per call (after one warm-up call), blocking on JAX results."""
+    """Seconds of the fastest of ``repeats`` calls (after one warm-up call), blocking on JAX results.
+
+    The fastest, not the mean: on a shared machine a neighbour's burst lands on some calls, and the rates here are
+    compared with each other (a step against the matmul rate), so each should be what the code can do.
+    """
     jax.block_until_ready(fn())
-    start = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def matmul_gflops(m: int, k: int, n: int, repeats: int = 20) -> float:
@@ -180,11 +185,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         "256x1024x1024": round(matmul_gflops(256, 1024, 1024), 1),
         "1024x1024x1024": round(matmul_gflops(1024, 1024, 1024), 1),
     }
-    peak = out["matmul_gflops"]["256x1024x1024"]
     out["bc_step_batch256"] = {}
+    bc = {(cov, w): bc_speed(w, cov, steps=10 if quick else 20) for cov in ("diagonal", "full") for w in widths}
+    # Measured again after the steps: the machine's rate is the better of the two (a burst elsewhere lowers one).
+    out["matmul_gflops"]["256x1024x1024"] = max(out["matmul_gflops"]["256x1024x1024"], matmul_gflops(256, 1024, 1024))
+    peak = out["matmul_gflops"]["256x1024x1024"]
     for cov in ("diagonal", "full"):
         for w in widths:
-            result = bc_speed(w, cov, steps=10 if quick else 20)
+            result = bc[cov, w]
             result["fraction_of_matmul_rate_dense_equiv"] = round(result["dense_equiv_gflops"] / peak, 2)
             result["fraction_of_matmul_rate_useful"] = round(result["useful_gflops"] / peak, 2)
             out["bc_step_batch256"][f"{cov}_D{w}"] = result
