@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -98,20 +98,28 @@ def test_sweep_directory_and_summary(tiny_sweep: Path) -> None:
 
 @pytest.mark.slow
 def test_a_cell_computes_what_a_plain_run_computes(lift_demos: Path, tiny_sweep: Path, tmp_path: Path) -> None:
-    """Resume and backend independence rest on this: a cell run in a pool worker equals the same run in-process,
-    started, interrupted and resumed."""
-
-    def stop(event: str, seed: int, step: int) -> None:
-        if event == "evaluate" and step == 2:
-            raise KeyboardInterrupt
-
-    out = tmp_path / "plain"
-    config = replace(_base(lift_demos), input="joints+object")
-    with pytest.raises(KeyboardInterrupt):
-        EntropyRun(config, out, workers=0).run(stop)
-    resumed = EntropyRun(config, out, workers=0).run()
+    """Resume and backend independence rest on this: a cell run in a pool worker equals the same run started,
+    interrupted and resumed in a plain process with the same thread limit — to the last bit."""
+    config = asdict(replace(_base(lift_demos), input="joints+object"))
+    with local_pool(1, 1) as pool:
+        resumed = pool.submit(_interrupted_and_resumed, config, str(tmp_path / "plain")).result()
     cell = pd.read_parquet(tiny_sweep / "runs" / "joints-object" / "entropy.parquet")
-    pd.testing.assert_frame_equal(resumed, cell, check_exact=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(resumed, cell, check_exact=True)
+
+
+def _stop_at_step_2(event: str, seed: int, step: int) -> None:
+    if event == "evaluate" and step == 2:
+        raise KeyboardInterrupt
+
+
+def _interrupted_and_resumed(config: dict, out: str) -> pd.DataFrame:
+    from csil_diag.config import from_dict
+    from csil_diag.diag.entropy_run import EntropyConfig
+
+    cfg = from_dict(EntropyConfig, config)
+    with pytest.raises(KeyboardInterrupt):
+        EntropyRun(cfg, out, workers=0).run(_stop_at_step_2)
+    return EntropyRun(cfg, out, workers=0).run()
 
 
 @pytest.mark.slow
