@@ -78,3 +78,38 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         # None: the old handler was not installed from Python; the default is the best we can restore.
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+UNPINNED_CORES = "CSIL_DIAG_UNPINNED_CORES"  # the cores a pinned run's own children (env workers) go back to
+
+
+def pin_to(cores: tuple[int, ...]) -> None:
+    """Confine this process — and so the XLA thread pool it starts later, sized by the cores it may use — to ``cores``.
+
+    XLA's CPU flags do not cap its threads (a 2048² product keeps both cores busy with
+    ``--xla_cpu_multi_thread_eigen=false``); the affinity mask does. The cores it had before are kept in the
+    environment for :func:`unpin`. No-op where the OS has no affinity call.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    os.environ.setdefault(UNPINNED_CORES, ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+    os.sched_setaffinity(0, cores)
+
+
+def unpin() -> None:
+    """Give a child of a pinned process (an env worker: MuJoCo and the renderer) the cores its run had before."""
+    cores = os.environ.get(UNPINNED_CORES)
+    if cores and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):  # a core taken away meanwhile: keep the pinned set
+            os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
+
+
+def core_slots(parallel: int, threads: int) -> list[tuple[int, ...]] | None:
+    """``parallel`` disjoint sets of ``threads`` cores each from those this process may use; None where they don't fit
+    (or the OS cannot pin)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if parallel * threads > len(cores):
+        return None
+    return [tuple(cores[i * threads : (i + 1) * threads]) for i in range(parallel)]

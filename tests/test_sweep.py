@@ -178,19 +178,36 @@ def test_ray_backend_gives_the_same_numbers(lift_demos: Path, tiny_sweep: Path, 
     pd.testing.assert_frame_equal(result.summary, local, check_exact=True)
 
 
-def _thread_settings() -> tuple[str | None, str | None]:
-    return os.environ.get("XLA_FLAGS"), os.environ.get("OMP_NUM_THREADS")
+def _unpinned_affinity() -> set[int]:
+    from csil_diag.procs import unpin
+
+    unpin()  # what an env worker does first
+    return os.sched_getaffinity(0)
+
+
+def _thread_settings() -> tuple[str | None, str | None, set[int], set[int]]:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as child:  # a child of the pinned run
+        worker = child.submit(_unpinned_affinity).result()
+    return os.environ.get("XLA_FLAGS"), os.environ.get("OMP_NUM_THREADS"), os.sched_getaffinity(0), worker
 
 
 def test_local_pool_processes_run_with_the_runs_thread_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pool spawns its processes at the first submit: the limit must reach them there, not only at construction.
-    (It did not, once: the local backend's XLA then used every core per run, and its last float32 digits differed
-    from Ray's.)"""
+    (It did not, once: the local backend's runs then had other XLA flags than Ray's, and other last float32 digits.)
+    Each process is pinned to its own cores, which is what bounds XLA's threads; its env workers are not."""
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs CPU affinity and 2 cores, to give two runs one each")
+    cores = sorted(os.sched_getaffinity(0))
     for name in ("XLA_FLAGS", "OMP_NUM_THREADS"):  # so the children can only have them from the pool
         monkeypatch.delenv(name, raising=False)
     with local_pool(2, 1) as pool:
-        flags, omp = pool.submit(_thread_settings).result()
-    assert flags is not None and "--xla_cpu_multi_thread_eigen=false" in flags and omp == "1"
+        results = [f.result() for f in [pool.submit(_thread_settings) for _ in range(2)]]
+    for flags, omp, pinned, worker in results:
+        assert flags is not None and "--xla_cpu_multi_thread_eigen=false" in flags and omp == "1"
+        assert len(pinned) == 1 and pinned <= set(cores[:2]) and worker == set(cores)
 
 
 @pytest.mark.slow

@@ -15,8 +15,10 @@ skips finished points; adding seeds or grid values extends the sweep; a changed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue as queue_module
 import socket
 import time
 from collections.abc import Callable
@@ -279,20 +281,34 @@ def run_cell(config: dict[str, Any], out: str, workers: int) -> str | None:
 
 
 def local_pool(parallel: int, threads: int) -> ProcessPoolExecutor:
-    """``parallel`` spawned processes, each with XLA, OpenMP and BLAS limited to ``threads`` threads."""
-    from csil_diag.procs import spawner
+    """``parallel`` spawned processes, each pinned to its own ``threads`` cores (XLA sizes its pool by them) and
+    with XLA, OpenMP and BLAS set for ``threads`` threads. Their env workers are not pinned (see ``procs.unpin``)."""
+    from csil_diag.procs import core_slots, spawner
 
+    context = get_context("spawn")
+    slots = core_slots(parallel, threads)
+    queue = context.Queue()
+    for slot in slots or []:
+        queue.put(slot)
     return ProcessPoolExecutor(
-        parallel, mp_context=get_context("spawn"), initializer=_child_init, initargs=(spawner(), _thread_env(threads))
+        parallel,
+        mp_context=context,
+        initializer=_child_init,
+        initargs=(spawner(), _thread_env(threads), queue if slots else None),
     )
 
 
-def _child_init(parent: tuple[int, bool], env: dict[str, str]) -> None:
-    from csil_diag.procs import die_with_parent
+def _child_init(parent: tuple[int, bool], env: dict[str, str], slots: Any) -> None:
+    from csil_diag.procs import die_with_parent, pin_to
 
     # Here, not in the parent's environment: the pool spawns its processes at submit time, so a variable set around
-    # the pool's construction would already be gone. JAX reads XLA_FLAGS at its first computation, after this.
+    # the pool's construction would already be gone. JAX reads XLA_FLAGS and sizes its thread pool at its first
+    # computation, after this. The flags make a local cell compute what a Ray task computes (they change which
+    # kernels XLA calls); the pinning is what bounds its threads. Pinning does not change the numbers (tested).
     os.environ.update(env)
+    if slots is not None:
+        with contextlib.suppress(queue_module.Empty):  # more processes than slots (one replaced): run unpinned
+            pin_to(slots.get(timeout=30))
     die_with_parent(*parent)
 
 

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from csil_diag.envs.tasks import make_env
-from csil_diag.procs import die_with_parent, spawner
+from csil_diag.procs import die_with_parent, spawner, unpin
 
 
 def _worker(conn: Any, task: str, n_envs: int, env_kwargs: dict[str, Any], parent: tuple[int, bool]) -> None:
     die_with_parent(*parent)  # a busy worker would not notice its parent's death through the pipe
+    unpin()  # a sweep pins its runs' XLA; their env workers may use every core the run had
     envs = []
     try:
         envs = [make_env(task, **env_kwargs) for _ in range(n_envs)]
