@@ -286,15 +286,13 @@ def local_pool(parallel: int, threads: int) -> ProcessPoolExecutor:
     from csil_diag.procs import core_slots, spawner
 
     context = get_context("spawn")
-    slots = core_slots(parallel, threads)
-    queue = context.Queue()
-    for slot in slots or []:
-        queue.put(slot)
+    queue = None
+    if slots := core_slots(parallel, threads):
+        queue = context.Queue()
+        for slot in slots:
+            queue.put(slot)
     return ProcessPoolExecutor(
-        parallel,
-        mp_context=context,
-        initializer=_child_init,
-        initargs=(spawner(), _thread_env(threads), queue if slots else None),
+        parallel, mp_context=context, initializer=_child_init, initargs=(spawner(), _thread_env(threads), queue)
     )
 
 

@@ -44,9 +44,7 @@ def full_variance(phi: jnp.ndarray, raw_tril: jnp.ndarray) -> jnp.ndarray:
 
 def _tril_with_exp_diag_middle(raw: jnp.ndarray) -> jnp.ndarray:
     """(b, A, b) → raw[:, i, :] lower-triangular with a positive (exp) diagonal for every action dim i."""
-    n = raw.shape[0]
-    strict = jnp.tril(jnp.ones((n, n), bool), -1)[:, None, :]
-    return jnp.where(strict, raw, 0.0) + jnp.eye(n, dtype=raw.dtype)[:, None, :] * jnp.exp(raw)
+    return jnp.swapaxes(tril_with_exp_diag(jnp.swapaxes(raw, 0, 1)), 0, 1)
 
 
 def blocked_variance(phi: jnp.ndarray, squares: list[jnp.ndarray], below: list[jnp.ndarray]) -> jnp.ndarray:
