@@ -697,9 +697,9 @@ def _run_train(run, out: Path):
         def on_event(event: str, info: dict) -> None:
             seed = info.get("seed")
             slot = done_seeds.setdefault(seed, {"pre": 0, "rl": 0})
-            if event == "bc":
+            if event in ("bc", "resume_bc"):
                 slot["pre"] = info["step"]
-            elif event == "critic":
+            elif event in ("critic", "resume_critic"):
                 slot["pre"] = config.bc_steps + info["step"]
             elif event == "step":
                 slot["rl"] = info["env_steps"]
@@ -719,8 +719,8 @@ def _run_train(run, out: Path):
         except KeyboardInterrupt:
             progress.stop()
             print(
-                f"interrupted: finished evaluations and their checkpoints are kept in {out}; "
-                "rerun the same command to resume from the last one",
+                f"interrupted: finished evaluations and their checkpoints (and pre-training's state of the last "
+                f"minute) are kept in {out}; rerun the same command to resume from there",
                 file=sys.stderr,
             )
             raise typer.Exit(130) from None

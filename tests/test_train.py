@@ -105,6 +105,43 @@ def test_a_killed_run_resumes_to_identical_numbers(lift_demos: Path, tmp_path: P
     pd.testing.assert_frame_equal(numeric(resumed), numeric(uninterrupted))
 
 
+@pytest.mark.slow
+def test_a_run_killed_in_pretraining_resumes_where_it_stopped(lift_demos: Path, tmp_path: Path, monkeypatch) -> None:
+    from csil_diag.csil import train_run
+
+    monkeypatch.setattr(train_run, "BC_CHUNK", 5)
+    monkeypatch.setattr(train_run, "PRETRAIN_CHUNK", 5)
+    monkeypatch.setattr(train_run, "PRETRAIN_SAVE_SECONDS", 0.0)  # a checkpoint after every chunk
+    config = tiny(lift_demos, steps=20)  # pre-training, the BC start's evaluation, one RL segment
+    with TrainRun(config, tmp_path / "whole") as run:
+        whole = run.run()
+    out = tmp_path / "killed"
+    events: list[tuple[str, int]] = []
+
+    def stop_at(name: str, step: int):
+        def on_event(event: str, info: dict) -> None:
+            events.append((event, info.get("step", -1)))
+            if event == name and info["step"] == step:
+                raise KeyboardInterrupt
+
+        return on_event
+
+    for phase in ("bc", "critic"):
+        events.clear()
+        with pytest.raises(KeyboardInterrupt), TrainRun(config, out) as run:
+            run.run(stop_at(phase, 10))
+        saved = json.loads((out / "seed0" / "pretrain" / "progress.json").read_text())
+        assert (saved["phase"], saved["step"]) == (phase, 10)
+    # The second run went on from BC step 10 (no BC step redone) and stopped in critic pre-training.
+    assert events[0] == ("resume_bc", 10) and [s for e, s in events if e == "bc"] == [15, 20]
+    events.clear()
+    with TrainRun(config, out) as run:
+        resumed = run.run(stop_at("never", 0))
+    assert events[0] == ("resume_critic", 10) and [s for e, s in events if e == "critic"] == [15, 20]
+    assert not (out / "seed0" / "pretrain").exists()  # segment 0's checkpoint superseded it
+    pd.testing.assert_frame_equal(numeric(resumed), numeric(whole))
+
+
 def test_rerun_of_a_finished_run_does_nothing_and_changed_settings_are_refused(lift_demos: Path, csil_run) -> None:
     out, table = csil_run
     rows = out / "seed0" / "rows"

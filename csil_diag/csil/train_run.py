@@ -13,6 +13,8 @@ Run directory::
     seed<s>/rows/          the rows of each finished segment (the unit of resumption)
     seed<s>/ckpt/          the last finished segment: state.msgpack (all params and optimisers), buffer.npz,
                            progress.json (segment, env steps, updates, episodes) written last
+    seed<s>/pretrain/      until segment 0 is saved: the BC or critic pre-training state at most PRETRAIN_SAVE_SECONDS
+                           old, with its rows and the demo sampler's state (progress.json, written last)
 
 Every random draw is a function of (seed, segment, counter), so a run killed and resumed from its last segment
 gives exactly the numbers of an uninterrupted one.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
 
 BC_CHUNK = 250  # BC steps per jitted call
 PRETRAIN_CHUNK = 250  # critic pre-training steps per jitted call (one metrics row each)
+PRETRAIN_SAVE_SECONDS = 60.0  # pre-training checkpoints at most this often: a kill loses at most this much of it
 EVAL_SALT, TRAIN_SALT = 0xE7A1, 0x7A1  # episode seeds of evaluations and of training episodes
 
 
@@ -436,9 +440,11 @@ class SeedTrainer:
             if resumed is None:
                 state, buffer, counters, rows = self._pretrain()
                 self._evaluate_and_save(0, state, buffer, counters, rows, {})
+                shutil.rmtree(self.dir / "pretrain", ignore_errors=True)  # segment 0's checkpoint supersedes it
                 segment = 1
             else:
                 segment, state, buffer, counters = resumed
+                shutil.rmtree(self.dir / "pretrain", ignore_errors=True)  # left by a kill right after segment 0
                 self.on_event("resume", {"seed": self.seed, **counters})
                 segment += 1
             while counters["env_steps"] < cfg.steps:
@@ -457,26 +463,77 @@ class SeedTrainer:
     def _pretrain(self) -> tuple[SACState, ReplayBuffer, dict[str, int], list[dict[str, Any]]]:
         cfg, inputs = self.cfg, self.run_.inputs
         d = inputs.normalizer.out_width
+        saved = self._load_pretrain()
         rows: list[dict[str, Any]] = []
-        bc_params = None
-        if cfg.rl.algo == "csil":
-            bc_params, bc_rows = self._bc()
-            rows += bc_rows
-        state = self.learner.init(jax.random.key(self.seed), d, self.run_.composes, bc_params)
+        if saved is not None and saved["phase"] == "critic":
+            state, rows = saved["state"], saved["rows"]
+        else:
+            bc_params = None
+            if cfg.rl.algo == "csil":
+                bc_params, rows = self._bc(saved)
+            state = self.learner.init(jax.random.key(self.seed), d, self.run_.composes, bc_params)
         if cfg.rl.algo == "csil" and cfg.rl.critic_pretrain_steps:
-            state, pre_rows = self._critic_pretrain(state)
-            rows += pre_rows
+            state, rows = self._critic_pretrain(state, rows, saved)
         counters = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "iterations": 0}
         return state, ReplayBuffer(cfg.buffer_size, self.run_._widths()), counters, rows
 
-    def _bc(self) -> tuple[Any, list[dict[str, Any]]]:
+    def _save_pretrain(
+        self, phase: str, step: int, state: Any, rows: list[dict[str, Any]], rng: np.random.Generator | None = None
+    ) -> None:
+        """The pre-training state (state file first, progress.json naming it last, then older files removed)."""
+        folder = self.dir / "pretrain"
+        name = f"{phase}{step:08d}.msgpack"
+        save_pytree(folder / name, state)
+        # rows as (key, value) pairs: the JSON writer sorts keys, and the table's columns keep their order
+        progress = {"phase": phase, "step": step, "state": name, "written": now_utc()}
+        progress["rows"] = [list(map(list, row.items())) for row in rows]
+        progress["rng"] = None if rng is None else rng.bit_generator.state
+        atomic_write_json(folder / "progress.json", progress)
+        for old in folder.glob("*.msgpack"):
+            if old.name != name:
+                old.unlink()
+        self._saved_at = time.monotonic()
+
+    def _pretrain_due(self) -> bool:
+        return time.monotonic() - self._saved_at >= PRETRAIN_SAVE_SECONDS
+
+    def _load_pretrain(self) -> dict[str, Any] | None:
+        """The saved pre-training state restored into its template (None: nothing usable saved; it starts over)."""
+        self._saved_at = time.monotonic()
+        folder = self.dir / "pretrain"
+        try:
+            saved = json.loads((folder / "progress.json").read_text())
+        except (OSError, ValueError):
+            return None
+        cfg, d = self.cfg, self.run_.inputs.normalizer.out_width
+        if saved.get("phase") == "bc":
+            template = init_state(self.run_.model, cfg.bc, jax.random.key(self.seed), d)
+        else:
+            template = self.learner.with_pretrain_optimizer(self._template())
+        try:
+            saved["state"] = load_pytree(folder / str(saved.get("state")), template)
+            saved["rows"] = [dict(pairs) for pairs in saved["rows"]]
+        except (UserError, KeyError, TypeError, ValueError):
+            return None
+        self.on_event(f"resume_{saved['phase']}", {"seed": self.seed, "step": saved["step"]})
+        return saved
+
+    def _bc(self, saved: dict[str, Any] | None) -> tuple[Any, list[dict[str, Any]]]:
         cfg, inputs = self.cfg, self.run_.inputs
         train = make_train_fn(self.run_.model, cfg.bc)
         x = jnp.asarray(inputs.normalizer(inputs.train.x))
         a = jnp.asarray(inputs.train.actions)
         base = jnp.asarray(inputs.train.base_actions) if self.run_.composes else None
-        state = init_state(self.run_.model, cfg.bc, jax.random.key(self.seed), int(x.shape[1]))
+
+        def row(metrics: dict[str, float]) -> list[dict[str, Any]]:
+            return [{"kind": "bc", "env_steps": 0, "bc_steps": cfg.bc_steps, **metrics}]
+
         metrics: dict[str, float] = {}
+        if saved is not None:  # phase "bc": its row holds the last chunk's metrics
+            state = saved["state"]
+            metrics = {k: v for k, v in saved["rows"][0].items() if k not in row({})[0]}
+        else:
+            state = init_state(self.run_.model, cfg.bc, jax.random.key(self.seed), int(x.shape[1]))
         while int(state.step) < cfg.bc_steps:
             n = min(BC_CHUNK, cfg.bc_steps - int(state.step))
             key = jax.random.fold_in(jax.random.key(self.seed), int(state.step))
@@ -484,15 +541,23 @@ class SeedTrainer:
             metrics = {k: float(v) for k, v in out.items()}
             if not math.isfinite(metrics["loss"]):
                 raise UserError(f"BC loss became {metrics['loss']} (seed {self.seed}); lower --bc-lr")
+            if self._pretrain_due() and int(state.step) < cfg.bc_steps:
+                self._save_pretrain("bc", int(state.step), state, row(metrics))
             self.on_event("bc", {"seed": self.seed, "step": int(state.step), "total": cfg.bc_steps})
-        return state.params, [{"kind": "bc", "env_steps": 0, "bc_steps": cfg.bc_steps, **metrics}]
+        return state.params, row(metrics)
 
-    def _critic_pretrain(self, state: SACState) -> tuple[SACState, list[dict[str, Any]]]:
+    def _critic_pretrain(
+        self, state: SACState, rows: list[dict[str, Any]], saved: dict[str, Any] | None
+    ) -> tuple[SACState, list[dict[str, Any]]]:
         cfg = self.cfg
-        state = self.learner.with_pretrain_optimizer(state)
         rng = np.random.default_rng([self.seed, 0xC217])
-        rows = []
-        done = 0
+        if saved is not None and saved["phase"] == "critic":
+            rng.bit_generator.state = saved["rng"]
+            done = int(saved["step"])
+        else:
+            state, done = self.learner.with_pretrain_optimizer(state), 0
+            self._save_pretrain("critic", 0, state, rows, rng)  # BC's result is kept from here on
+        rows = list(rows)
         while done < cfg.rl.critic_pretrain_steps:
             n = min(PRETRAIN_CHUNK, cfg.rl.critic_pretrain_steps - done)
             idx = rng.integers(0, len(self.run_.demo["x"]), (n, cfg.rl.batch_size))
@@ -503,6 +568,8 @@ class SeedTrainer:
             rows.append(row | {k: float(v) for k, v in metrics.items()})
             if not math.isfinite(rows[-1]["pretrain_loss"]):
                 raise UserError(f"critic pre-training diverged (seed {self.seed}); lower the critic pre-training lr")
+            if self._pretrain_due() and done < cfg.rl.critic_pretrain_steps:
+                self._save_pretrain("critic", done, state, rows, rng)
             self.on_event("critic", {"seed": self.seed, "step": done, "total": cfg.rl.critic_pretrain_steps})
         return self.learner.with_rl_optimizer(state), rows
 
