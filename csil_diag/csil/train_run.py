@@ -383,6 +383,7 @@ class SeedTrainer:
         self.dir = run.seed_dir(seed)
         self.learner = run.learner
         self.writer = None
+        self._saved_at = time.monotonic()  # when pre-training state was last saved (or the seed began)
 
     # ------------------------------------------------------------------ checkpoint
     def _save(self, segment: int, state: SACState, buffer: ReplayBuffer, counters: dict[str, int]) -> None:
@@ -499,7 +500,6 @@ class SeedTrainer:
 
     def _load_pretrain(self) -> dict[str, Any] | None:
         """The saved pre-training state restored into its template (None: nothing usable saved; it starts over)."""
-        self._saved_at = time.monotonic()
         folder = self.dir / "pretrain"
         try:
             saved = json.loads((folder / "progress.json").read_text())
