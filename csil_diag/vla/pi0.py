@@ -310,18 +310,21 @@ def drop_masked_cameras(obs: Observation) -> Observation:
 
 
 def infer(
-    config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: Array | int, *, drop_masked: bool = True
+    config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: int, *, drop_masked: bool = True
 ) -> Pi0Output:
     """Actions and all embedding sites in one compiled call: noise (B, H, A) → :class:`Pi0Output`.
 
-    ``num_steps`` is traced, so one compilation serves every step count. ``drop_masked=False`` computes the
-    cameras masked for the whole batch too, as openpi does (one compilation per set of cameras kept).
+    ``num_steps`` is static (one compilation per step count): jaxlib 0.5.3's XLA:CPU runs a while loop whose trip count
+    is a traced argument and whose body has a dot zero times when the executable comes from JAX's persistent
+    compilation cache (a user's ``JAX_COMPILATION_CACHE_DIR``, or the test suite's shared one), silently returning the
+    noise as actions; a constant trip count is unaffected (tested). ``drop_masked=False`` computes the cameras masked
+    for the whole batch too, as openpi does (one compilation per set of cameras kept).
     """
-    return _infer(config, params, drop_masked_cameras(obs) if drop_masked else obs, noise, num_steps)
+    return _infer(config, params, drop_masked_cameras(obs) if drop_masked else obs, noise, int(num_steps))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _infer(config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: Array | int) -> Pi0Output:
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _infer(config: Pi0Config, params: dict, obs: Observation, noise: Array, num_steps: int) -> Pi0Output:
     prefix = prefix_pass(config, params, obs)
     batch = noise.shape[0]
     dt = -1.0 / jnp.asarray(num_steps, jnp.float32)
