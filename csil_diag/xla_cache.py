@@ -48,7 +48,7 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
-    from jax._src import compiler
+    from jax._src import compilation_cache, compiler
 
     original = getattr(compiler, "compile_or_get_cached", None)
     backend_compile = getattr(compiler, "backend_compile", None)
@@ -64,7 +64,8 @@ def install() -> bool:
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        if backend.platform == "cpu" and unbounded_while_loops(computation):
+        cached = compilation_cache.is_cache_used(backend)  # the walk costs nothing when the cache is off
+        if cached and backend.platform == "cpu" and unbounded_while_loops(computation):
             return backend_compile(backend, computation, compile_options, host_callbacks)
         return original(backend, computation, devices, compile_options, host_callbacks, *args, **kwargs)
 
