@@ -10,20 +10,19 @@ kind afresh, never reading or writing the cache for it; all other programs still
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 _installed = False
 
 
-def _operations(op: Any) -> list[Any]:
+def _operations(op: Any) -> Iterator[Any]:
     """Every operation nested in ``op``'s regions, depth first."""
-    out = []
     for region in op.regions:
         for block in region.blocks:
             for inner in block.operations:
-                out.append(inner)
-                out.extend(_operations(inner))
-    return out
+                yield inner
+                yield from _operations(inner)
 
 
 def unbounded_while_loops(module: Any) -> int:

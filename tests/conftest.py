@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from csil_diag.data.demos import DemoConfig, generate_demos
@@ -49,3 +53,34 @@ def lift_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = DemoConfig(task="lift", n=3, cameras=("agentview", "wrist"), image_size=32, seed=0, valid_fraction=0.34)
     generate_demos(config, out, workers=1)
     return out
+
+
+_WITH_A_CACHE = """
+import sys
+import jax
+
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+out = sys.argv[2]
+"""
+
+
+@pytest.fixture
+def fresh_and_cached(tmp_path: Path) -> Callable[..., tuple[dict, dict]]:
+    """run(script, *args) → (fresh, cached): ``script`` (which sees ``out``, an .npz path to save to, and its own
+    arguments from ``sys.argv[3:]``) run in two processes sharing a new persistent XLA cache, the first compiling and
+    writing it, the second reading it."""
+
+    def run(script: str, *args: str) -> tuple[dict, dict]:
+        cache = tmp_path / "xla"
+        outs = []
+        for k in range(2):
+            out = tmp_path / f"out{k}.npz"
+            subprocess.run([sys.executable, "-c", _WITH_A_CACHE + script, str(cache), str(out), *args], check=True)
+            outs.append(dict(np.load(out)))
+            if k == 0:
+                assert any(cache.iterdir()), "the first process wrote nothing to the persistent cache"
+        return outs[0], outs[1]
+
+    return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,41 +231,26 @@ def test_restored_model_returns_actions_and_sites_in_one_call(tiny_ckpt: Path) -
 
 
 _CACHED_INFER = """
-import sys
-import jax
 import numpy as np
-
-jax.config.update("jax_compilation_cache_dir", sys.argv[2])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 from csil_diag.vla import pi0
 from csil_diag.vla.bench import random_observation
 from csil_diag.vla.checkpoint import load_checkpoint
 
-ckpt = load_checkpoint(sys.argv[1])
+ckpt = load_checkpoint(sys.argv[3])
 noise = np.random.default_rng(0).standard_normal((2, ckpt.config.action_horizon, ckpt.config.action_dim), np.float32)
-out = pi0.infer(ckpt.config, ckpt.params, random_observation(ckpt.config, 2, 0), noise, 3)
-np.savez(sys.argv[3], actions=out.actions, state=out.embeddings["state"], noise=noise)
+result = pi0.infer(ckpt.config, ckpt.params, random_observation(ckpt.config, 2, 0), noise, 3)
+np.savez(out, actions=result.actions, state=result.embeddings["state"], noise=noise)
 """
 
 
 @pytest.mark.slow
-def test_infer_from_the_persistent_compilation_cache_equals_a_fresh_compile(tiny_ckpt: Path, tmp_path: Path) -> None:
+def test_infer_from_the_persistent_compilation_cache_equals_a_fresh_compile(
+    tiny_ckpt: Path, fresh_and_cached: Callable[..., tuple[dict, dict]]
+) -> None:
     """jaxlib 0.5.3's XLA:CPU, loading an executable from JAX's persistent cache, ran π0's Euler loop zero times while
     its trip count was a traced argument: the actions came back as the noise and the state embedding as zeros. A user
     with ``JAX_COMPILATION_CACHE_DIR`` set (and this suite, which shares one) got them silently."""
-    import subprocess
-    import sys
-
-    cache = tmp_path / "xla"
-    outs = []
-    for k in range(2):  # the first compiles and writes the cache, the second loads from it
-        out = tmp_path / f"out{k}.npz"
-        subprocess.run([sys.executable, "-c", _CACHED_INFER, str(tiny_ckpt), str(cache), str(out)], check=True)
-        outs.append(dict(np.load(out)))
-        if k == 0:
-            assert any(cache.iterdir()), "the first process wrote nothing to the persistent cache"
-    fresh, cached = outs
+    fresh, cached = fresh_and_cached(_CACHED_INFER, str(tiny_ckpt))
     np.testing.assert_array_equal(cached["actions"], fresh["actions"])
     np.testing.assert_array_equal(cached["state"], fresh["state"])
     assert np.abs(fresh["actions"] - fresh["noise"]).max() > 1e-3  # the loop ran
