@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -95,6 +96,29 @@ def test_rerun_resumes_and_adds_seeds(lift_demos: Path, tiny_run: Path) -> None:
     assert len(after) == 6
     with pytest.raises(UserError, match="other settings"):
         EntropyRun(tiny_config(lift_demos, k_samples=8), tiny_run, workers=0)
+
+
+def test_a_finished_run_reruns_without_loading_its_inputs(
+    lift_demos: Path, tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class LoadedError(Exception):
+        pass
+
+    def load(self: EntropyRun) -> EntropyRun:
+        raise LoadedError
+
+    reference = pd.read_parquet(tiny_run / "entropy.parquet")
+    monkeypatch.setattr(EntropyRun, "load", load)
+    events: list[tuple] = []
+    table = EntropyRun(tiny_config(lift_demos), tiny_run, workers=0).run(lambda *e: events.append(e))
+    pd.testing.assert_frame_equal(table, reference)
+    assert events == [("done", 0, step) for step in (0, 2, 4)]
+    # one point missing: the run loads (to recompute it)
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_run, partial)
+    (partial / "points" / "seed0_step00000002.parquet").unlink()
+    with pytest.raises(LoadedError):
+        EntropyRun(tiny_config(lift_demos), partial, workers=0).run()
 
 
 def test_interrupted_run_resumes_to_the_same_numbers(lift_demos: Path, tiny_run: Path, tmp_path: Path) -> None:

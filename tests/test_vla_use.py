@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 from csil_diag.cli import main
@@ -217,7 +218,10 @@ def test_entropy_run_with_pi0_input_composes_with_the_vla(
     assert saved["vla"]["width"] == SMALL.expert.width
     other = EntropyRun(_entropy_config(demos, models[1]), out, workers=0)
     with other, pytest.raises(UserError, match=r"other settings: --model \(its fingerprint\)"):
-        other.load()  # the VLA's fingerprint is known once it is loaded
+        other.run()  # the VLA's fingerprint is known once it is loaded: a finished run still checks it
+    again = EntropyRun(_entropy_config(demos, models[0]), out, workers=0)
+    pd.testing.assert_frame_equal(again.run(), table)
+    assert again.vla is None  # finished: π0 was not loaded
 
 
 def test_lowdim_identity_has_no_vla_fields(lift_demos: Path) -> None:
