@@ -332,9 +332,10 @@ def _run_entropy(run, out: Path):
     config = run.load().config  # with the VLA model resolved
     points = config.points
     total = len(points) * len(config.seeds)
+    # Points a resumed run already has start the bar, so that the ETA counts only the points computed now.
+    done = {(s, p) for s in config.seeds for p in points if run.point_path(s, p).exists()}
     with _progress() as progress:
-        bar = progress.add_task("entropy", total=total, status="")
-        done: set[tuple[int, int]] = set()
+        bar = progress.add_task("entropy", total=total, completed=len(done), status="")
 
         def on_event(event: str, seed: int, step: int) -> None:
             if event == "done":
@@ -571,7 +572,8 @@ def _run_sweep(sweep, backend: str, parallel: int, workers_per_run: int, address
     def on_progress(done: int, total: int, status: str) -> None:
         if not bar:
             progress.start()
-            bar["id"] = progress.add_task(f"sweep ({len(sweep.cells)} runs)", total=total, status="")
+            # the first call's points were finished before (a resumed sweep): the bar starts there, not the ETA's rate
+            bar["id"] = progress.add_task(f"sweep ({len(sweep.cells)} runs)", total=total, completed=done, status="")
         progress.update(bar["id"], completed=done, total=total, status=status)
 
     options = {"backend": backend, "parallel": parallel, "workers_per_run": workers_per_run, "address": address}
@@ -688,14 +690,28 @@ def _run_train(run, out: Path):
     config = run.config
     pre = config.bc_steps + config.rl.critic_pretrain_steps if config.rl.algo == "csil" else 0
     with _progress() as progress:
-        bars = {
-            "pre": progress.add_task("pre-training", total=max(pre, 1) * len(config.seeds), status=""),
-            "rl": progress.add_task(f"{config.rl.algo} env steps", total=config.steps * len(config.seeds), status=""),
-        }
+        bars: dict[str, int] = {}
         done_seeds: dict[int, dict[str, int]] = {}
 
+        def show(status: str | None) -> None:
+            """The bars, added at the first event that is not a resumed seed's: what resuming restores starts them,
+            so that the ETA's rate counts only the work done now."""
+            counts = {
+                "pre": sum(min(s["pre"], pre) for s in done_seeds.values()),
+                "rl": sum(min(s["rl"], config.steps) for s in done_seeds.values()),
+            }
+            if not bars:
+                totals = {"pre": max(pre, 1) * len(config.seeds), "rl": config.steps * len(config.seeds)}
+                names = {"pre": "pre-training", "rl": f"{config.rl.algo} env steps"}
+                for key in ("pre", "rl"):
+                    bars[key] = progress.add_task(names[key], total=totals[key], completed=counts[key], status="")
+            for key in ("pre", "rl"):
+                progress.update(bars[key], completed=counts[key])
+            if status is not None:
+                progress.update(bars["rl"], status=status)
+
         def on_event(event: str, info: dict) -> None:
-            seed = info.get("seed")
+            seed, status = info.get("seed"), None
             slot = done_seeds.setdefault(seed, {"pre": 0, "rl": 0})
             if event in ("bc", "resume_bc"):
                 slot["pre"] = info["step"]
@@ -708,11 +724,10 @@ def _run_train(run, out: Path):
             elif event == "evaluated":
                 slot["pre"] = pre
                 status = f"seed {seed}: success {info['success_rate']:.2f} at {info['env_steps']} steps"
-                progress.update(bars["rl"], status=status)
             elif event == "evaluate":
-                progress.update(bars["rl"], status=f"seed {seed}: evaluating")
-            progress.update(bars["pre"], completed=sum(min(s["pre"], pre) for s in done_seeds.values()))
-            progress.update(bars["rl"], completed=sum(min(s["rl"], config.steps) for s in done_seeds.values()))
+                status = f"seed {seed}: evaluating"
+            if bars or event not in ("resume", "done", "resume_bc", "resume_critic"):
+                show(status)
 
         try:
             table = run.run(on_event)

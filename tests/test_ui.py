@@ -183,3 +183,64 @@ def test_entropy_run_to_a_pipe_prints_progress_lines(lift_demos: Path, tmp_path:
     assert re.fullmatch(r"entropy: 2/2 · seed 0: step 1 done · \d+:\d\d elapsed · done", lines[-1]), lines
     assert "━" not in proc.stderr  # no rich bar drawn into the log
     assert "verdict (variance-only measure Σ log σ)" in proc.stdout
+
+
+def test_a_resumed_training_run_starts_its_bars_at_what_it_restored(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restored work (a finished seed, a pre-training checkpoint) is where the bars start, not an advance: otherwise
+    the ETA's rate counts it and reads ~0 (seen in a resumed RL run: ``pre-training: 22000/66000 · ETA 0:00``)."""
+    from types import SimpleNamespace
+
+    from csil_diag import cli
+
+    clock = FakeClock()
+    monkeypatch.setattr(cli, "_progress", lambda: PlainProgress(interval=0, clock_fn=clock))
+    config = SimpleNamespace(bc_steps=10, rl=SimpleNamespace(algo="csil", critic_pretrain_steps=90), steps=1000)
+    config.seeds = (0, 1)
+
+    def run(on_event) -> str:
+        on_event("done", {"seed": 0, "env_steps": 1000})  # seed 0 finished in an earlier session
+        on_event("resume_critic", {"seed": 1, "step": 40})
+        for step in (50, 60, 70):
+            clock.t += 10
+            on_event("critic", {"seed": 1, "step": step})
+        return "table"
+
+    assert cli._run_train(SimpleNamespace(config=config, run=run), Path("out")) == "table"
+    pre = [line for line in _lines(capsys) if line.startswith("pre-training")]
+    assert pre == [
+        "pre-training: 160/200 · 0:00 elapsed · ETA ?",  # the first step after resuming: no rate yet
+        "pre-training: 170/200 · 0:10 elapsed · ETA 0:30",  # 1 step/s, from the steps made now
+        "pre-training: 180/200 · 0:20 elapsed · ETA 0:20",
+    ]
+
+
+def test_a_resumed_entropy_run_starts_its_bar_at_the_points_it_has(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from csil_diag import cli
+
+    clock = FakeClock()
+    monkeypatch.setattr(cli, "_progress", lambda: PlainProgress(interval=0, clock_fn=clock))
+    have = {(0, 0), (0, 2)}  # seed 0's points were written by an earlier session
+    run = SimpleNamespace(config=SimpleNamespace(points=[0, 2], seeds=(0, 1)))
+    run.load = lambda: run
+    run.point_path = lambda seed, step: tmp_path / ("have" if (seed, step) in have else "missing")
+    (tmp_path / "have").touch()
+
+    def events(on_event) -> str:
+        for seed, step in sorted(have):
+            on_event("done", seed, step)
+        for step in (0, 2):
+            clock.t += 30
+            on_event("done", 1, step)
+        return "table"
+
+    run.run = events
+    assert cli._run_entropy(run, tmp_path) == "table"
+    lines = _lines(capsys)
+    assert lines[0] == "entropy: 2/4 · 0:00 elapsed · ETA ?"
+    assert "entropy: 3/4 · seed 1: step 0 done · 0:30 elapsed · ETA 0:30" in lines  # the rate of this session's point
