@@ -23,6 +23,8 @@ from csil_diag.diag.trunk_probe import (
 )
 from csil_diag.diag.verdict import NEGLIGIBLE_GAP
 from csil_diag.errors import UserError
+from csil_diag.features.sources import term_columns
+from csil_diag.features.spec import InputSpec
 from csil_diag.policy.hetstat import HetStat
 
 TINY = HetStatConfig(hidden=(32, 32), bottleneck=8, features=32, covariance_blocks=4)
@@ -76,6 +78,40 @@ def test_probe_spaces_separation_and_its_absence() -> None:
     assert "σ does not" in reading(at_init) and "lost in the head" in reading(at_init)
 
 
+def test_input_terms_say_which_part_of_the_input_separates() -> None:
+    """Online states that differ from the demos only in the first term's columns: that term's row separates, the
+    other's does not, and the input's is the whole (a metric of the part, not of the joints standing in for it)."""
+    model = HetStat(TINY, 7)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 6)))
+    rng = np.random.default_rng(2)
+    train, valid, online = (rng.standard_normal((n, 6)).astype(np.float32) for n in (400, 100, 100))
+    online[:, :4] += 6.0
+    episodes = np.repeat(np.arange(10), 10)
+    terms = {"pi0[:4]": slice(0, 4), "joints": slice(4, 6)}
+    probed = probe_spaces(model, params, train, valid, episodes, online, episodes, 200, terms=terms)
+    rows = {r["space"]: r for r in probed}
+    assert list(rows)[:3] == ["input", "input: pi0[:4]", "input: joints"]
+    assert rows["input: pi0[:4]"]["auroc"] == 1.0 and rows["input: pi0[:4]"]["width"] == 4
+    assert abs(rows["input: joints"]["auroc"] - 0.5) < 0.15 and rows["input: joints"]["width"] == 2
+    text = reading(pd.DataFrame([{"step": 0, **r} for r in rows.values()]))
+    assert "AUROC input 1.00 (pi0[:4] 1.00, joints 0." in text
+
+
+def test_term_columns_place_each_input_term() -> None:
+    spec = InputSpec.parse("pi0[:64]+joints+object")
+    assert term_columns(spec, 83, {"pi0": 256}) == {
+        "pi0[:64]": slice(0, 64),
+        "joints": slice(64, 73),
+        "object": slice(73, 83),  # the task's object width: what remains
+    }
+    assert term_columns(InputSpec.parse("joints+pi0{3,9}"), 11, {"pi0": 32}) == {
+        "joints": slice(0, 9),
+        "pi0{3,9}": slice(9, 11),
+    }
+    with pytest.raises(ValueError, match="cannot place"):
+        term_columns(InputSpec.parse("pi0+joints"), 50, {"pi0": 32})
+
+
 def test_reading_names_where_separation_is_lost() -> None:
     def frame(values: dict[str, tuple[float, float, float]]) -> pd.DataFrame:
         return pd.DataFrame(
@@ -114,7 +150,12 @@ def test_probe_of_an_entropy_run(tiny_run: Path, tmp_path: Path) -> None:
     assert online["x"].shape[1] == 19 and len(online["x"]) == len(online["t"]) == len(online["episode"])
     frame, notes = probe_run(out)
     assert not notes
-    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == {*SPACES, HEAD, POSTERIOR}  # step 0: seed
+    terms = {"input: joints", "input: object"}  # which part of joints+object carries the input's separation
+    assert sorted(frame.step.unique()) == [0, 4] and set(frame.space) == {*SPACES, *terms, HEAD, POSTERIOR}
+    assert frame[frame.space.isin(terms)].groupby("space").width.first().to_dict() == {
+        "input: joints": 9,
+        "input: object": 10,
+    }
     assert frame.auroc.between(0, 1).all() and (out / "probes" / "trunk.parquet").exists()
     # The head row is the entropy run's own variance-only AUROC on the same states.
     run = pd.read_parquet(out / "entropy.parquet")

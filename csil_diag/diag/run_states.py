@@ -39,6 +39,18 @@ class RunStates:
     def seeds(self) -> list[int]:
         return [int(s) for s in self.meta["config"]["seeds"]]
 
+    def input_terms(self) -> dict[str, slice]:
+        """Each ``--input`` term's columns in the HetStat's input; empty for a single term, or where an input transform
+        (PCA / whitening) mixes the columns."""
+        from csil_diag.features.sources import term_columns
+        from csil_diag.features.spec import InputSpec
+
+        spec = InputSpec.parse(self.config.input)
+        if len(spec.sources) < 2 or self.config.hetstat.input_transform != "none":
+            return {}
+        widths = {"pi0": int(self.meta["vla"]["width"])} if "vla" in self.meta else {}
+        return term_columns(spec, int(self.meta["input_width"]), widths)
+
     def _features(self, seed: int, step: int) -> Path:
         return self.run_dir / "features" / f"seed{seed}_step{step:08d}.npz"
 

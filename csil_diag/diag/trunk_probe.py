@@ -85,19 +85,25 @@ def probe_spaces(
     n_boot: int = 1000,
     seed: int = 0,
     posterior: tuple[nn.Module, Any] | None = None,
+    terms: dict[str, slice] | None = None,
 ) -> list[dict[str, float]]:
     """One row per space: AUROC (online vs held-out distances to the training demos) with its episode-cluster
     bootstrap CI, and the mean distances; then the head's row, the same for Σ log σ (``online_distance`` /
     ``valid_distance`` hold its means, ``gap`` their difference in nats); with ``posterior`` (the model and
-    parameters of :func:`~csil_diag.policy.posterior_head.fit_posterior_head`), the posterior head's row too. All x
-    normalised as the run normalised them."""
+    parameters of :func:`~csil_diag.policy.posterior_head.fit_posterior_head`), the posterior head's row too; with
+    ``terms`` (``--input`` term → its columns), one ``input: <term>`` row per term after the input's: which part of
+    the input carries its separation (the joints alone may). All x normalised as the run normalised them."""
     train, valid, online = (representations(model, params, x) for x in (x_train, x_valid, x_online))
     action_dim = model.action_dim
     if posterior is not None:
         for reps, x in ((valid, x_valid), (online, x_online)):
             reps[POSTERIOR] = representations(*posterior, x)[HEAD]
+    for term, cols in (terms or {}).items():
+        for reps in (train, valid, online):
+            reps[f"input: {term}"] = reps["input"][:, cols]
+    names = ("input", *(f"input: {t}" for t in terms or {}), *SPACES[1:], HEAD)
     rows = []
-    for name in (*SPACES, HEAD, *([POSTERIOR] if posterior is not None else [])):
+    for name in (*names, *([POSTERIOR] if posterior is not None else [])):
         if name in (HEAD, POSTERIOR):
             v_valid, v_online, width = valid[name], online[name], action_dim
         else:
@@ -133,7 +139,11 @@ def reading(frame: pd.DataFrame) -> str:
     if not set(SPACES) <= set(last.index):
         return "incomplete probe"
     chain = [s for s in (*SPACES, HEAD) if s in last.index]  # probes written before the head row have no HEAD
-    values = "AUROC " + ", ".join(f"{s} {last.loc[s].auroc:.2f}" for s in chain)
+    in_order = [s for s in dict.fromkeys(frame.space) if s.startswith("input: ")]  # the --input's order
+    terms = ", ".join(f"{s.removeprefix('input: ')} {last.loc[s].auroc:.2f}" for s in in_order)
+    values = "AUROC " + ", ".join(
+        f"{s} {last.loc[s].auroc:.2f}" + (f" ({terms})" if s == "input" and terms else "") for s in chain
+    )
     inp, bott, feat = (last.loc[s] for s in SPACES)
     if not inp.auroc_lo > 0.5:
         return (
@@ -195,6 +205,7 @@ def probe_run(
     refit = run.config.hetstat.head != "posterior"  # a posterior-head run's parameters already are the posterior
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
+    terms = run.input_terms()
     for seed in run.seeds:
         wanted = run.steps(seed, steps)
         if not wanted:
@@ -214,6 +225,7 @@ def probe_run(
                 run.config.bootstrap,
                 seed,
                 (posterior_model(run.model), run.posterior(params)[0] if refit else params),
+                terms,
             ):
                 rows.append({"seed": seed, "step": step, "input": run.config.input, **row})
             if on_step is not None:

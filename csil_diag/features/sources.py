@@ -25,6 +25,7 @@ class Source:
     keys: tuple[str, ...]
     compute: Callable[[dict[str, np.ndarray]], np.ndarray]
     description: str
+    width: int | None = None  # None: the task's (the object state)
 
 
 def _eef(obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -45,12 +46,14 @@ LOWDIM_SOURCES: dict[str, Source] = {
         ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"),
         _eef,
         "end-effector position, axis-angle, gripper (8)",
+        8,
     ),
     "joints": Source(
         "joints",
         ("robot0_joint_pos", "robot0_gripper_qpos"),
         _joints,
         "arm joint positions and gripper fingers (9)",
+        9,
     ),
     "object": Source("object", ("object",), _object, "oracle object state (10 lift, 14 can/square, 30 assembly)"),
 }
@@ -113,3 +116,27 @@ def featurize(
             raise UserError(f"source {term.name!r} needs the model's values for these states (pass --model)")
         parts.append(np.asarray(values[..., term.columns(values.shape[-1])], np.float32))
     return np.concatenate(parts, axis=-1)
+
+
+def term_columns(spec: InputSpec, total: int, model_widths: dict[str, int]) -> dict[str, slice]:
+    """Each term's columns in the featurised input of width ``total`` (terms are concatenated in order), keyed by the
+    term as written (``pi0[:64]``, ``joints``). A model source's term is sliced from ``model_widths[name]``; at most one
+    term of a task-dependent width (the object state) takes what remains."""
+    widths: dict[str, int | None] = {}
+    for term in spec.sources:
+        if term.name in model_widths:
+            widths[str(term)] = term.width(model_widths[term.name])
+        else:
+            full = LOWDIM_SOURCES[term.name].width
+            widths[str(term)] = None if full is None else term.width(full)
+    unknown = [k for k, w in widths.items() if w is None]
+    known = sum(w for w in widths.values() if w is not None)
+    if len(unknown) > 1 or (unknown and total - known < 1) or (not unknown and known != total):
+        raise ValueError(f"cannot place the terms of {spec} in {total} columns (known widths {widths})")
+    if unknown:
+        widths[unknown[0]] = total - known
+    columns, start = {}, 0
+    for key, width in widths.items():
+        columns[key] = slice(start, start + width)
+        start += width
+    return columns

@@ -291,17 +291,19 @@ def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
     fig, axes = _grid(len(probes))
     colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2], HEAD: PALETTE[3], POSTERIOR: "k"}
     for ax, (meta, frame) in zip(axes.flat, probes, strict=False):
+        terms = iter(PALETTE[4:])
         for space, part in frame.groupby("space", sort=False):
             stats = part.groupby("step")[["auroc", "auroc_lo", "auroc_hi"]].mean().reset_index()
             err = np.vstack([stats.auroc - stats.auroc_lo, stats.auroc_hi - stats.auroc]).clip(min=0)
+            term = space.startswith("input: ")  # one part of the input (one --input term): thin, dotted
             ax.errorbar(
                 stats.step,
                 stats.auroc,
                 yerr=np.nan_to_num(err),
-                color=colors.get(space),
+                color=next(terms, None) if term else colors.get(space),
                 marker="o",
-                lw=1 if space == POSTERIOR else 2,
-                ls="--" if space == POSTERIOR else "-",
+                lw=1 if space == POSTERIOR or term else 2,
+                ls="--" if space == POSTERIOR else ":" if term else "-",
                 capsize=3,
                 label=space,
             )
