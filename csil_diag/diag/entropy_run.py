@@ -551,8 +551,8 @@ class EntropyRun:
         saved, cfg = self._saved, self.config
         if saved is None or self.inputs is not None:
             return False
-        if not all(self.point_path(s, p).exists() for s in cfg.seeds for p in cfg.points):
-            return False
+        if any(self.read_point(s, p) is None for s in cfg.seeds for p in cfg.points):
+            return False  # missing, or damaged (then removed, to be recomputed)
         if saved.get("demos", {}).get("fingerprint") != file_fingerprint(cfg.demos):
             return False
         if cfg.uses_vla:
