@@ -32,6 +32,7 @@ from csil_diag.policy.tanh_gaussian import gaussian_entropy
 SPACES = ("input", "bottleneck", "features")
 HEAD = "head σ"  # the row of the variance-only measure Σ log σ, after the three distance spaces
 POSTERIOR = "posterior σ"  # the Bayesian linear head's σ on the same features (not part of the chain)
+TERM = "input: "  # prefix of the rows of one --input term's columns ("input: joints")
 LARGE_DROP = 0.05  # an AUROC drop from one link to the next worth naming when everything still separates
 
 
@@ -100,8 +101,8 @@ def probe_spaces(
             reps[POSTERIOR] = representations(*posterior, x)[HEAD]
     for term, cols in (terms or {}).items():
         for reps in (train, valid, online):
-            reps[f"input: {term}"] = reps["input"][:, cols]
-    names = ("input", *(f"input: {t}" for t in terms or {}), *SPACES[1:], HEAD)
+            reps[TERM + term] = reps["input"][:, cols]
+    names = ("input", *(TERM + t for t in terms or {}), *SPACES[1:], HEAD)
     rows = []
     for name in (*names, *([POSTERIOR] if posterior is not None else [])):
         if name in (HEAD, POSTERIOR):
@@ -139,8 +140,8 @@ def reading(frame: pd.DataFrame) -> str:
     if not set(SPACES) <= set(last.index):
         return "incomplete probe"
     chain = [s for s in (*SPACES, HEAD) if s in last.index]  # probes written before the head row have no HEAD
-    in_order = [s for s in dict.fromkeys(frame.space) if s.startswith("input: ")]  # the --input's order
-    terms = ", ".join(f"{s.removeprefix('input: ')} {last.loc[s].auroc:.2f}" for s in in_order)
+    in_order = [s for s in dict.fromkeys(frame.space) if s.startswith(TERM)]  # the --input's order
+    terms = ", ".join(f"{s.removeprefix(TERM)} {last.loc[s].auroc:.2f}" for s in in_order)
     values = "AUROC " + ", ".join(
         f"{s} {last.loc[s].auroc:.2f}" + (f" ({terms})" if s == "input" and terms else "") for s in chain
     )

@@ -286,7 +286,7 @@ def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
     """AUROC of the nearest-demo distance (online vs held-out) in the input, bottleneck and random-feature spaces, and
     of the head's Σ log σ (dashed: a Bayesian linear head's on the same features), against the BC step, one panel per
     run (mean over seeds, with the seeds' CIs as bars)."""
-    from csil_diag.diag.trunk_probe import HEAD, POSTERIOR
+    from csil_diag.diag.trunk_probe import HEAD, POSTERIOR, TERM
 
     fig, axes = _grid(len(probes))
     colors = {"input": PALETTE[0], "bottleneck": PALETTE[1], "features": PALETTE[2], HEAD: PALETTE[3], POSTERIOR: "k"}
@@ -295,7 +295,7 @@ def trunk_probe_page(probes: list[tuple[dict, pd.DataFrame]]) -> Figure:
         for space, part in frame.groupby("space", sort=False):
             stats = part.groupby("step")[["auroc", "auroc_lo", "auroc_hi"]].mean().reset_index()
             err = np.vstack([stats.auroc - stats.auroc_lo, stats.auroc_hi - stats.auroc]).clip(min=0)
-            term = space.startswith("input: ")  # one part of the input (one --input term): thin, dotted
+            term = space.startswith(TERM)  # one part of the input (one --input term): thin, dotted
             ax.errorbar(
                 stats.step,
                 stats.auroc,
