@@ -210,6 +210,40 @@ def test_local_pool_processes_run_with_the_runs_thread_limit(monkeypatch: pytest
         assert len(pinned) == 1 and pinned <= set(cores[:2]) and worker == set(cores)
 
 
+def _width_sweep(path: str, every: int, steps: int, cells: dict[str, tuple[int, str, float]]) -> tuple[dict, list]:
+    """A slice sweep's report inputs without running it: per cell (width, selection, AUROC at the last step)."""
+    frames = []
+    for label, (width, selection, auroc) in cells.items():
+        rows = [(step, auroc if step == steps else 0.5) for step in range(0, steps + 1, every)]
+        frame = pd.DataFrame(rows, columns=["step", "auroc_gauss_valid"]).assign(
+            split="online", auroc_valid=lambda f: f.auroc_gauss_valid, cell=label, width=width, object=True
+        )
+        frames.append(({}, frame.assign(selection=selection)))
+    meta = {"path": path, "shared": {"every": every, "steps": steps, "task": "lift"}, "cells": [{"model": "m"}]}
+    return meta, frames
+
+
+def test_sweeps_that_measure_the_same_last_point_share_one_width_headline() -> None:
+    """Leading cells evaluated every 250 steps and random subsets evaluated at the last step only pool into one page;
+    a sweep with another step count keeps its own; a label in two sweeps stays two cells (its own last step each)."""
+    from csil_diag.diag.verdict import separation_by_width
+    from csil_diag.report.pdf import width_groups
+
+    leading = _width_sweep(
+        "lead", 250, 1000, {"w0000-lowdim-obj": (0, "none", 0.6), "w0016-leading-obj": (16, "leading", 0.8)}
+    )
+    random = _width_sweep(
+        "rand", 1000, 1000, {"w0000-lowdim-obj": (0, "none", 0.7), "w0016-random1-obj": (16, "random", 0.9)}
+    )
+    longer = _width_sweep("long", 1000, 5000, {"w0016-leading-obj": (16, "leading", 0.55)})
+    groups = width_groups([leading, random, longer])
+    assert [paths for paths, _ in groups] == [["lead", "rand"], ["long"]]
+    table = separation_by_width(groups[0][1]).set_index(["width", "selection"])
+    assert table.loc[(0, "none")].n == 2 and table.loc[(0, "none")].auroc_gauss == pytest.approx(0.65)
+    assert table.loc[(16, "leading")].auroc_gauss == 0.8 and table.loc[(16, "random")].auroc_gauss == 0.9
+    assert separation_by_width(groups[1][1]).auroc_gauss.tolist() == [0.55]
+
+
 @pytest.mark.slow
 def test_a_slice_sweep_report_has_the_width_headline(lift_demos: Path, tmp_path: Path) -> None:
     """eef stands in for π0's embedding (8 wide): the grid, the width table and the report's headline page."""

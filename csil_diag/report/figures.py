@@ -240,7 +240,7 @@ def comparison_overlay(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
     return fig
 
 
-def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
+def width_headline(table: pd.DataFrame, sweeps: list[str]) -> Figure:
     """Thesis Fig. 6.5: separation at the last step (AUROC online vs held-out) against embedding width, with and
     without the oracle object state; mean and 95 % CI over seeds (and random subsets). Width 0 = joints only."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
@@ -277,7 +277,7 @@ def width_headline(table: pd.DataFrame, sweep: dict) -> Figure:
     else:
         n = f"{int(table.n.min())}–{int(table.n.max())}" if table.n.min() != table.n.max() else str(int(table.n.min()))
         over = f"mean, 95 % CI over {n} values (seeds × subsets)"
-    fig.suptitle(f"Separation against embedding width ({sweep['path']}; {over})")
+    fig.suptitle(f"Separation against embedding width ({' + '.join(sweeps)}; {over})")
     fig.tight_layout()
     return fig
 

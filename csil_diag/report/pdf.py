@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -293,6 +294,30 @@ def load_sweep(sweep_dir: Path) -> tuple[dict, list[tuple[dict, pd.DataFrame]]]:
     return meta, runs
 
 
+# Settings that change when a cell is evaluated or what it keeps, not what its last point measures.
+_SCHEDULE_ONLY = ("every", "checkpoints")
+
+
+def width_groups(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> list[tuple[list[str], pd.DataFrame]]:
+    """The slice sweeps' cells pooled into one Fig. 6.5 headline per set of sweeps that measure the same last point.
+
+    Sweeps whose shared settings differ only in the evaluation schedule (e.g. leading cells every 250 steps, random
+    subsets evaluated at step 0 and the last only) share one page; any other difference (steps, demos, task, …)
+    keeps its own page, so a headline never pools unlike measurements. Returns [(sweep paths, pooled cells)]."""
+    groups: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
+    for sweep, cells in sweeps:
+        if not any("width" in t.columns for _, t in cells):
+            continue
+        shared = {k: v for k, v in sweep.get("shared", {}).items() if k not in _SCHEDULE_ONLY}
+        models = sorted({str(c.get("model")) for c in sweep.get("cells", [])})
+        key = json.dumps([shared, models], sort_keys=True, default=str) if shared else sweep["path"]
+        paths, tables = groups.setdefault(key, ([], []))
+        paths.append(sweep["path"])
+        # A cell's last step is found per cell: one label in two sweeps stays two cells.
+        tables += [t.assign(cell=sweep["path"] + ":" + t.cell) for _, t in cells]
+    return [(paths, pd.concat(tables, ignore_index=True)) for paths, tables in groups.values()]
+
+
 def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> ReportSummary:
     """Write ``out`` (PDF) and ``<out stem>_<figure>.png`` beside it, from run and sweep directories."""
     if not run_dirs:
@@ -324,9 +349,8 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
             pages += [("audit", f) for f in audit_page(read_json_file(audit, "rerun `csil-diag compare` with --base"))]
         if sweep.get("kind") == "sweep":
             pages += [(f"settings{number}", f) for f in settings_page(sweep, cells)]
-        if any("width" in t.columns for _, t in cells):
-            summary = pd.concat([t for _, t in cells], ignore_index=True)
-            pages.append((f"widths{number}", figures.width_headline(separation_by_width(summary), sweep)))
+    for number, (paths, summary) in enumerate(width_groups(sweeps)):
+        pages.append((f"widths{number}", figures.width_headline(separation_by_width(summary), paths)))
     if runs:
         pages += [
             ("overlay", figures.comparison_overlay(runs)),
