@@ -15,9 +15,10 @@ else
   PRESET=(--preset thesis)   # 5000 BC steps, 25 rollouts per point, seeds 0,1,2 (thesis App. B)
   DEMOS_N=200
 fi
-demos() {  # demos TASK [camera options…] → data/<task>[_img].hdf5
+demos() {  # [N=…] demos TASK [camera options…] → data/<task>[_img]-<N>.hdf5 (N: DEMOS_N unless given)
   local task=$1; shift
-  local out="data/${task}.hdf5"; [ $# -gt 0 ] && out="data/${task}_img.hdf5"
-  $csil demos --task "$task" --n "$DEMOS_N" "$@" --out "$out" >&2
+  local n=${N:-$DEMOS_N}
+  local out="data/${task}-${n}.hdf5"; [ $# -gt 0 ] && out="data/${task}_img-${n}.hdf5"
+  $csil demos --task "$task" --n "$n" "$@" --out "$out" >&2
   echo "$out"
 }

@@ -223,24 +223,23 @@ def _width_sweep(path: str, every: int, steps: int, cells: dict[str, tuple[int, 
     return meta, frames
 
 
-def test_sweeps_that_measure_the_same_last_point_share_one_width_headline() -> None:
-    """Leading cells evaluated every 250 steps and random subsets evaluated at the last step only pool into one page;
-    a sweep with another step count keeps its own; a label in two sweeps stays two cells (its own last step each)."""
+def test_sweeps_that_complement_each_other_share_one_width_headline() -> None:
+    """Leading cells evaluated every 250 steps and random subsets added at the last step only pool into one page; a
+    sweep with another step count keeps its own, and so does one that measured a cell again (its seeds would count
+    twice)."""
     from csil_diag.diag.verdict import separation_by_width
     from csil_diag.report.pdf import width_groups
 
-    leading = _width_sweep(
-        "lead", 250, 1000, {"w0000-lowdim-obj": (0, "none", 0.6), "w0016-leading-obj": (16, "leading", 0.8)}
-    )
-    random = _width_sweep(
-        "rand", 1000, 1000, {"w0000-lowdim-obj": (0, "none", 0.7), "w0016-random1-obj": (16, "random", 0.9)}
-    )
+    lead = {"w0000-lowdim-obj": (0, "none", 0.6), "w0016-leading-obj": (16, "leading", 0.8)}
+    leading = _width_sweep("lead", 250, 1000, lead)
+    random = _width_sweep("rand", 1000, 1000, {"w0016-random1-obj": (16, "random", 0.9)})
     longer = _width_sweep("long", 1000, 5000, {"w0016-leading-obj": (16, "leading", 0.55)})
-    groups = width_groups([leading, random, longer])
-    assert [paths for paths, _ in groups] == [["lead", "rand"], ["long"]]
+    again = _width_sweep("again", 1000, 1000, {"w0016-leading-obj": (16, "leading", 0.7)})
+    groups = width_groups([leading, random, longer, again])
+    assert [paths for paths, _ in groups] == [["lead", "rand"], ["long"], ["again"]]
     table = separation_by_width(groups[0][1]).set_index(["width", "selection"])
-    assert table.loc[(0, "none")].n == 2 and table.loc[(0, "none")].auroc_gauss == pytest.approx(0.65)
-    assert table.loc[(16, "leading")].auroc_gauss == 0.8 and table.loc[(16, "random")].auroc_gauss == 0.9
+    assert list(table.index) == [(0, "none"), (16, "leading"), (16, "random")] and (table.n == 1).all()
+    assert table.auroc_gauss.tolist() == [0.6, 0.8, 0.9]  # each cell's last step, not the 0.5 before it
     assert separation_by_width(groups[1][1]).auroc_gauss.tolist() == [0.55]
 
 

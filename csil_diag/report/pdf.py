@@ -299,23 +299,28 @@ _SCHEDULE_ONLY = ("every", "checkpoints")
 
 
 def width_groups(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> list[tuple[list[str], pd.DataFrame]]:
-    """The slice sweeps' cells pooled into one Fig. 6.5 headline per set of sweeps that measure the same last point.
+    """The slice sweeps' cells pooled into one Fig. 6.5 headline per set of sweeps that complement each other.
 
-    Sweeps whose shared settings differ only in the evaluation schedule (e.g. leading cells every 250 steps, random
-    subsets evaluated at step 0 and the last only) share one page; any other difference (steps, demos, task, …)
-    keeps its own page, so a headline never pools unlike measurements. Returns [(sweep paths, pooled cells)]."""
-    groups: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
+    Sweeps pool when their shared settings differ only in the evaluation schedule (e.g. leading cells evaluated
+    every 250 steps, random subsets added at the last step only) and they have no cell in common (a cell measured
+    twice would count its seeds twice). Any other difference (steps, demos, model, …) keeps its own page, so a
+    headline never pools unlike measurements. Returns [(sweep paths, pooled cells)]."""
+    groups: list[tuple[str, list[str], set[str], list[pd.DataFrame]]] = []
     for sweep, cells in sweeps:
         if not any("width" in t.columns for _, t in cells):
             continue
         shared = {k: v for k, v in sweep.get("shared", {}).items() if k not in _SCHEDULE_ONLY}
         models = sorted({str(c.get("model")) for c in sweep.get("cells", [])})
         key = json.dumps([shared, models], sort_keys=True, default=str) if shared else sweep["path"]
-        paths, tables = groups.setdefault(key, ([], []))
-        paths.append(sweep["path"])
-        # A cell's last step is found per cell: one label in two sweeps stays two cells.
-        tables += [t.assign(cell=sweep["path"] + ":" + t.cell) for _, t in cells]
-    return [(paths, pd.concat(tables, ignore_index=True)) for paths, tables in groups.values()]
+        labels = {str(label) for _, t in cells for label in t.cell.unique()}
+        group = next((g for g in groups if g[0] == key and not g[2] & labels), None)
+        if group is None:
+            group = (key, [], set(), [])
+            groups.append(group)
+        group[1].append(sweep["path"])
+        group[2].update(labels)
+        group[3].extend(t for _, t in cells)
+    return [(paths, pd.concat(tables, ignore_index=True)) for _, paths, _, tables in groups]
 
 
 def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> ReportSummary:
