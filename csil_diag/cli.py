@@ -187,6 +187,14 @@ def demos_replay(
 OptPreset = Annotated[str | None, typer.Option(help="quick (minutes on 2 cores) | thesis (5k steps, 25 rollouts)")]
 OptSteps = Annotated[int | None, typer.Option(help="BC steps [20000; quick 1000; thesis 5000]")]
 OptEvery = Annotated[int | None, typer.Option(help="evaluate every this many steps [2000; quick 250; thesis 1000]")]
+OptInitialPoint = Annotated[
+    bool | None,
+    typer.Option(
+        "--initial-point/--no-initial-point",
+        help="also evaluate the untrained HetStat at step 0 (the default); --no-initial-point halves a sweep that "
+        "only needs the last point (training is unchanged)",
+    ),
+]
 OptEpisodes = Annotated[
     int | None, typer.Option(help="stochastic rollouts per point (online states) [10; quick 4; thesis 25]")
 ]
@@ -229,6 +237,7 @@ def _entropy_config(
     *,
     steps: int | None = None,
     every: int | None = None,
+    initial_point: bool | None = None,
     episodes: int | None = None,
     eval_episodes: int | None = None,
     seeds: str | None = None,
@@ -261,6 +270,7 @@ def _entropy_config(
     given = {
         "steps": steps,
         "every": every,
+        "initial_point": initial_point,
         "episodes": episodes,
         "eval_episodes": eval_episodes,
         "k_samples": k,
@@ -295,6 +305,7 @@ def entropy(
     preset: OptPreset = None,
     steps: OptSteps = None,
     every: OptEvery = None,
+    initial_point: OptInitialPoint = None,
     episodes: OptEpisodes = None,
     eval_episodes: OptEvalEpisodes = None,
     seeds: OptSeeds = None,
@@ -436,6 +447,7 @@ def slice_sweep(
     preset: OptPreset = None,
     steps: OptSteps = None,
     every: OptEvery = None,
+    initial_point: OptInitialPoint = None,
     episodes: OptEpisodes = None,
     eval_episodes: OptEvalEpisodes = None,
     seeds: OptSeeds = None,
@@ -492,6 +504,7 @@ def compare(
     preset: OptPreset = None,
     steps: OptSteps = None,
     every: OptEvery = None,
+    initial_point: OptInitialPoint = None,
     episodes: OptEpisodes = None,
     eval_episodes: OptEvalEpisodes = None,
     seeds: OptSeeds = None,
@@ -532,6 +545,7 @@ def sweep_cmd(
     preset: OptPreset = None,
     steps: OptSteps = None,
     every: OptEvery = None,
+    initial_point: OptInitialPoint = None,
     episodes: OptEpisodes = None,
     eval_episodes: OptEvalEpisodes = None,
     seeds: OptSeeds = None,

@@ -137,6 +137,23 @@ def test_interrupted_run_resumes_to_the_same_numbers(lift_demos: Path, tiny_run:
     pd.testing.assert_frame_equal(resumed.reset_index(drop=True), reference, check_exact=False, rtol=1e-5)
 
 
+def test_without_the_initial_point_the_later_points_are_unchanged(
+    lift_demos: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    """--no-initial-point skips step 0's evaluation only: training and every later point are the same numbers."""
+    assert replace(tiny_config(lift_demos), steps=1000, every=1000, initial_point=False).points == [1000]
+    assert replace(tiny_config(lift_demos), steps=1000, every=250, initial_point=False).points == [250, 500, 750, 1000]
+    assert "initial_point" not in tiny_config(lift_demos).identity()  # older runs keep their identity
+    table = EntropyRun(tiny_config(lift_demos, initial_point=False), tmp_path / "later", workers=0).run()
+    reference = pd.read_parquet(tiny_run / "entropy.parquet")
+    reference = reference[(reference.seed == 0) & (reference.step > 0)].reset_index(drop=True)
+    assert sorted(table.step.unique()) == [2, 4] and set(table.columns) == set(reference.columns)
+    table = table[reference.columns].reset_index(drop=True)  # step 0's rows put the BC columns last
+    pd.testing.assert_frame_equal(table, reference, check_exact=False, rtol=1e-5)
+    with pytest.raises(UserError, match=r"--initial-point/--no-initial-point False \(the run has None\)"):
+        EntropyRun(tiny_config(lift_demos, initial_point=False), tiny_run, workers=0)
+
+
 def test_report_from_a_tiny_run(tiny_run: Path, tmp_path: Path) -> None:
     summary = build_report([tiny_run], tmp_path / "r" / "stationarity.pdf")
     assert summary.pdf.exists() and summary.pdf.read_bytes().startswith(b"%PDF")

@@ -96,6 +96,9 @@ class EntropyConfig:
     model: str | None = None  # checkpoint directory (None: the embedded default)
     site: str = "state"  # embedding site: state | actions | prefix
     replan: int = 1  # online: query the VLA every this many steps (reusing its chunk and last embedding)
+    # Evaluate the untrained HetStat at step 0 too. Off for sweeps that only need the last point: it halves a
+    # two-point run, and training is unchanged (chunks start at multiples of TRAIN_CHUNK from step 0 either way).
+    initial_point: bool = True
 
     def __post_init__(self) -> None:
         task_spec(self.task)
@@ -138,7 +141,8 @@ class EntropyConfig:
 
     @property
     def points(self) -> list[int]:
-        return sorted({*range(0, self.steps, self.every), self.steps})
+        first = 0 if self.initial_point or self.steps == 0 else self.every
+        return sorted({*range(first, self.steps, self.every), self.steps})
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share (seeds may be added)."""
@@ -147,6 +151,8 @@ class EntropyConfig:
         data.pop("seeds")
         data.pop("model")  # the VLA is identified by its fingerprint (EntropyRun adds it), not by its path
         data.pop("demos")  # the dataset is identified by its sha256 (config.json's demos.fingerprint), not its path
+        if self.initial_point:  # runs made before the option existed keep their identity
+            data.pop("initial_point")
         if not self.uses_vla:  # low-dim runs keep the identity they had before the VLA options existed
             data.pop("site")
             data.pop("replan")
@@ -159,6 +165,7 @@ OPTION_NAMES: dict[str, str] = {
     "input": "--input",
     "steps": "--steps",
     "every": "--every",
+    "initial_point": "--initial-point/--no-initial-point",
     "episodes": "--episodes",
     "eval_episodes": "--eval-episodes",
     "k_samples": "--k",

@@ -295,7 +295,7 @@ def load_sweep(sweep_dir: Path) -> tuple[dict, list[tuple[dict, pd.DataFrame]]]:
 
 
 # Settings that change when a cell is evaluated or what it keeps, not what its last point measures.
-_SCHEDULE_ONLY = ("every", "checkpoints")
+_SCHEDULE_ONLY = ("every", "initial_point", "checkpoints")
 
 
 def width_groups(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> list[tuple[list[str], pd.DataFrame]]:
