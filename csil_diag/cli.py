@@ -955,9 +955,10 @@ def report(
     from csil_diag.report.pdf import build_report
 
     summary = build_report(list(runs), out)
-    console.print(f"wrote {summary.pdf} ({summary.pages} pages) and {len(summary.pngs)} PNGs:")
-    for png in summary.pngs:
-        console.print(f"  {png}")
+    tables = f", {len(summary.tables)} CSV" if summary.tables else ""
+    console.print(f"wrote {summary.pdf} ({summary.pages} pages), {len(summary.pngs)} PNGs{tables}:")
+    for path in [*summary.pngs, *summary.tables]:
+        console.print(f"  {path}")
 
 
 # ------------------------------------------------------------------------------------------ bench

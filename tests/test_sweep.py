@@ -215,8 +215,10 @@ def _width_sweep(path: str, every: int, steps: int, cells: dict[str, tuple[int, 
     frames = []
     for label, (width, selection, auroc) in cells.items():
         rows = [(step, auroc if step == steps else 0.5) for step in range(0, steps + 1, every)]
-        frame = pd.DataFrame(rows, columns=["step", "auroc_gauss_valid"]).assign(
-            split="online", auroc_valid=lambda f: f.auroc_gauss_valid, cell=label, width=width, object=True
+        frame = (
+            pd.DataFrame(rows, columns=["step", "auroc_gauss_valid"])
+            .assign(split="online", auroc_valid=lambda f: f.auroc_gauss_valid, cell=label, width=width, object=True)
+            .assign(gap_gauss_valid=lambda f: 10 * (f.auroc_gauss_valid - 0.5))
         )
         frames.append(({}, frame.assign(selection=selection)))
     meta = {"path": path, "shared": {"every": every, "steps": steps, "task": "lift"}, "cells": [{"model": "m"}]}
@@ -240,6 +242,7 @@ def test_sweeps_that_complement_each_other_share_one_width_headline() -> None:
     table = separation_by_width(groups[0][1]).set_index(["width", "selection"])
     assert list(table.index) == [(0, "none"), (16, "leading"), (16, "random")] and (table.n == 1).all()
     assert table.auroc_gauss.tolist() == [0.6, 0.8, 0.9]  # each cell's last step, not the 0.5 before it
+    assert table.gap_gauss.tolist() == pytest.approx([1.0, 3.0, 4.0]) and table.gap_gauss_lo.isna().all()
     assert separation_by_width(groups[1][1]).auroc_gauss.tolist() == [0.55]
 
 
@@ -261,6 +264,8 @@ def test_a_slice_sweep_report_has_the_width_headline(lift_demos: Path, tmp_path:
     assert table[table.selection == "leading"].auroc_gauss.iloc[0] == pytest.approx(expected)
     report = build_report([tmp_path / "s"], tmp_path / "r.pdf")
     assert any(p.name == "r_widths0.png" for p in report.pngs)
+    assert [p.name for p in report.tables] == ["r_widths0.csv"]  # the headline's numbers, beside its PNG
+    pd.testing.assert_frame_equal(pd.read_csv(report.tables[0]), table, check_exact=False, atol=1e-4)
     assert report.pages == 10  # cover, verdict, widths, overlay, H, Σ log σ, separation, per-dim, success, summary
 
 

@@ -127,7 +127,8 @@ def run_verdict(table: pd.DataFrame, episodes: int, valid_demos: int) -> Verdict
 
 def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
     """Thesis Fig. 6.5's numbers: at each cell's last step, AUROC online vs held-out (variance-only Σ log σ and H)
-    per (width, object, selection): mean, 95 % t-interval over seeds × random subsets, and how many values."""
+    and the Σ log σ gap (nats) per (width, object, selection): mean, 95 % t-interval over seeds × random subsets,
+    and how many values."""
     from scipy import stats
 
     online = summary[summary.split == "online"]
@@ -135,12 +136,16 @@ def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (width, obj, selection), group in last.groupby(["width", "object", "selection"], sort=True):
         row = {"width": int(width), "object": bool(obj), "selection": selection, "n": len(group)}
-        for name, column in (("gauss", "auroc_gauss_valid"), ("h", "auroc_valid")):
+        for name, column in (
+            ("auroc_gauss", "auroc_gauss_valid"),
+            ("auroc_h", "auroc_valid"),
+            ("gap_gauss", "gap_gauss_valid"),
+        ):
             values = group[column].to_numpy(float)
             mean = float(values.mean())
             half = float("nan")  # one value: no interval, never a fake one
             if len(values) > 1:
                 half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-            row |= {f"auroc_{name}": mean, f"auroc_{name}_lo": mean - half, f"auroc_{name}_hi": mean + half}
+            row |= {name: mean, f"{name}_lo": mean - half, f"{name}_hi": mean + half}
         rows.append(row)
     return pd.DataFrame(rows)

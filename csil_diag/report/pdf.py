@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,7 +20,7 @@ from csil_diag import __version__
 from csil_diag.diag.verdict import Verdict, run_verdict, separation_by_width
 from csil_diag.errors import UserError
 from csil_diag.report import figures
-from csil_diag.runs import check_output_file, now_utc, read_json_file, read_parquet_file, umask_mode
+from csil_diag.runs import atomic_write_bytes, check_output_file, now_utc, read_json_file, read_parquet_file, umask_mode
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ReportSummary:
     pdf: Path
     pngs: list[Path]
     pages: int
+    tables: list[Path] = field(default_factory=list)  # CSVs of the pages' numbers (the width headline's)
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
@@ -354,8 +355,11 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
             pages += [("audit", f) for f in audit_page(read_json_file(audit, "rerun `csil-diag compare` with --base"))]
         if sweep.get("kind") == "sweep":
             pages += [(f"settings{number}", f) for f in settings_page(sweep, cells)]
+    tables = []
     for number, (paths, summary) in enumerate(width_groups(sweeps)):
-        pages.append((f"widths{number}", figures.width_headline(separation_by_width(summary), paths)))
+        table = separation_by_width(summary)
+        pages.append((f"widths{number}", figures.width_headline(table, paths)))
+        tables.append((out.with_name(f"{out.stem}_widths{number}.csv"), table))  # the page's numbers
     if runs:
         pages += [
             ("overlay", figures.comparison_overlay(runs)),
@@ -404,4 +408,6 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return ReportSummary(out, pngs, len(pages))
+    for path, table in tables:
+        atomic_write_bytes(path, table.to_csv(index=False, float_format="%.4f").encode())
+    return ReportSummary(out, pngs, len(pages), [path for path, _ in tables])
