@@ -124,7 +124,8 @@ def separation_curves(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
             ax.errorbar(
                 frame["step"],
                 frame["gap_valid"],
-                yerr=[frame["gap_valid"] - frame["gap_valid_lo"], frame["gap_valid_hi"] - frame["gap_valid"]],
+                # numpy, not Series: matplotlib calls float() on a one-point run's Series (deprecated in pandas)
+                yerr=np.vstack([frame.gap_valid - frame.gap_valid_lo, frame.gap_valid_hi - frame.gap_valid]),
                 color=color,
                 marker="o",
                 ms=3,
