@@ -6,8 +6,8 @@ source "$(dirname "$0")/common.sh"
 MODEL_OPT=(); [ -n "${MODEL:-}" ] && MODEL_OPT=(--model "$MODEL")
 if [ "$SIZE" = cpu ]; then
   d=$(N=50 demos lift --cameras agentview,wrist)
-  # The headline grid (22 cells × 3 seeds; at width 256 the random subset is a permutation of all 256, a control)
-  # evaluated at the last step only (--every 1000 --no-initial-point: the quick preset's training, one point), which
+  # The headline grid (20 cells × 3 seeds; at the full width 256 only the leading cell: a "random" 256 of 256 is
+  # the same columns) evaluated at the last step only (--every 1000 --no-initial-point: the quick preset's training, one point), which
   # 2 cores finish in about an hour; then the leading cells at every quick-preset point (0, 250, …, 1000) for the
   # per-step curves. The schedule is a shared setting, so these are two sweeps, each with its own headline page.
   $csil slice-sweep --task lift --demos "$d" --widths 0,16,64,256 --object with,without --select leading,random:3 \

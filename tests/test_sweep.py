@@ -46,8 +46,13 @@ def test_slice_cells_labels_inputs_and_reproducible_subsets() -> None:
     cells = slice_cells([0, 16, 64], [True, False], [("leading", 1), ("random", 3)], 64, subset_seed=7)
     labels = [c.label for c in cells]
     assert len(labels) == len(set(labels))
-    # width 0: the low-dim reference; 16: leading + 3 random subsets; 64 = the full width: leading + one "random"
-    assert len(cells) == 2 * (1 + 4 + 2)
+    # width 0: the low-dim reference; 16: leading + 3 random subsets; 64 = the full width: leading only (its random
+    # subsets are all the leading cell's columns, in the same order)
+    assert len(cells) == 2 * (1 + 4 + 1) and "w0064-random0-obj" not in {c.label for c in cells}
+    only_random = slice_cells([64], [True], [("random", 3)], 64)
+    assert [(c.label, c.input) for c in only_random] == [
+        ("w0064-random0-obj", "pi0{" + ",".join(map(str, range(64))) + "}+joints+object")
+    ]
     by = {c.label: c for c in cells}
     assert by["w0000-lowdim-obj"].input == "joints+object" and by["w0000-lowdim-noobj"].input == "joints"
     assert by["w0016-leading-obj"].input == "pi0[:16]+joints+object"

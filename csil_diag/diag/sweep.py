@@ -245,7 +245,9 @@ def slice_cells(
                 continue
             for how, count in selects:
                 if how == "random" and width == site_width:
-                    count = 1  # every subset of the full width is the full width
+                    # Every subset of the full width is the full width, in order: the leading cell itself (a sweep
+                    # ran both once and got bit-identical numbers), so one cell, and none beside a leading one.
+                    count = 0 if ("leading", 1) in selects else 1
                 for subset in range(count):
                     if how == "leading":
                         term, label = f"{source}[:{width}]", f"w{width:04d}-leading-{suffix}"
