@@ -141,7 +141,7 @@ class EntropyConfig:
 
     @property
     def points(self) -> list[int]:
-        first = 0 if self.initial_point or self.steps == 0 else self.every
+        first = 0 if self.initial_point else self.every  # steps = 0 still gives [0]: the set holds self.steps
         return sorted({*range(first, self.steps, self.every), self.steps})
 
     def identity(self) -> dict[str, Any]:

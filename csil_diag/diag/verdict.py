@@ -125,12 +125,24 @@ def run_verdict(table: pd.DataFrame, episodes: int, valid_demos: int) -> Verdict
     return Verdict(outcome, sentence, step, seeds, episodes, valid_demos, warnings)
 
 
+def mean_t_interval(values: np.ndarray | pd.Series) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over seeds (and subsets): (mean, lo, hi); one value has NaN bounds, never a fake one."""
+    from scipy import stats
+
+    x = np.asarray(values, float)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
 def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
     """Thesis Fig. 6.5's numbers: at each cell's last step, AUROC online vs held-out (variance-only Σ log σ and H)
     and the Σ log σ gap (nats) per (width, object, selection): mean, 95 % t-interval over seeds × random subsets,
     and how many values."""
-    from scipy import stats
-
     online = summary[summary.split == "online"]
     last = online[online.step == online.groupby("cell").step.transform("max")]
     rows = []
@@ -141,11 +153,7 @@ def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
             ("auroc_h", "auroc_valid"),
             ("gap_gauss", "gap_gauss_valid"),
         ):
-            values = group[column].to_numpy(float)
-            mean = float(values.mean())
-            half = float("nan")  # one value: no interval, never a fake one
-            if len(values) > 1:
-                half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-            row |= {name: mean, f"{name}_lo": mean - half, f"{name}_hi": mean + half}
+            mean, lo, hi = mean_t_interval(group[column])
+            row |= {name: mean, f"{name}_lo": lo, f"{name}_hi": hi}
         rows.append(row)
     return pd.DataFrame(rows)

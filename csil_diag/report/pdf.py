@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from csil_diag import __version__
-from csil_diag.diag.verdict import Verdict, run_verdict, separation_by_width
+from csil_diag.diag.verdict import Verdict, mean_t_interval, run_verdict, separation_by_width
 from csil_diag.errors import UserError
 from csil_diag.report import figures
 from csil_diag.runs import atomic_write_bytes, check_output_file, now_utc, read_json_file, read_parquet_file, umask_mode
@@ -232,8 +231,8 @@ def settings_page(sweep: dict, cells: list[tuple[dict, pd.DataFrame]]) -> list[F
             {
                 "label": label,
                 "seeds": online.seed.nunique(),
-                "auroc_gauss": _mean_ci(online.auroc_gauss_valid),
-                "auroc_h": _mean_ci(online.auroc_valid),
+                "auroc_gauss": mean_t_interval(online.auroc_gauss_valid.dropna()),
+                "auroc_h": mean_t_interval(online.auroc_valid.dropna()),
                 "nll": float(valid.demo_nll.mean()),
                 "mse": float(valid.demo_mse.mean()),
                 "success": float(online.success_rate.mean()),
@@ -268,17 +267,6 @@ def _is_baseline(settings: dict) -> bool:
     return bool(remedies) and all(REMEDY_DEFAULTS.get(k, object()) == v for k, v in remedies.items())
 
 
-def _mean_ci(values: pd.Series) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval over seeds (NaN bounds for one seed)."""
-    from scipy import stats
-
-    x = values.dropna().to_numpy(float)
-    if len(x) < 2:
-        return (float(x.mean()) if len(x) else float("nan"), float("nan"), float("nan"))
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
-
-
 def load_sweep(sweep_dir: Path) -> tuple[dict, list[tuple[dict, pd.DataFrame]]]:
     """sweep.json and its finished runs, each labelled by its cell (a random subset's --input is unreadable)."""
     meta = read_json_file(sweep_dir / "sweep.json", "rerun the sweep's command into another --out")
@@ -299,6 +287,14 @@ def load_sweep(sweep_dir: Path) -> tuple[dict, list[tuple[dict, pd.DataFrame]]]:
 _SCHEDULE_ONLY = ("every", "initial_point", "checkpoints")
 
 
+@dataclass
+class _WidthGroup:
+    key: str  # the shared settings but the schedule, and the models
+    paths: list[str] = field(default_factory=list)
+    labels: set[str] = field(default_factory=set)
+    tables: list[pd.DataFrame] = field(default_factory=list)
+
+
 def width_groups(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> list[tuple[list[str], pd.DataFrame]]:
     """The slice sweeps' cells pooled into one Fig. 6.5 headline per set of sweeps that complement each other.
 
@@ -306,7 +302,7 @@ def width_groups(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> 
     every 250 steps, random subsets added at the last step only) and they have no cell in common (a cell measured
     twice would count its seeds twice). Any other difference (steps, demos, model, …) keeps its own page, so a
     headline never pools unlike measurements. Returns [(sweep paths, pooled cells)]."""
-    groups: list[tuple[str, list[str], set[str], list[pd.DataFrame]]] = []
+    groups: list[_WidthGroup] = []
     for sweep, cells in sweeps:
         if not any("width" in t.columns for _, t in cells):
             continue
@@ -314,14 +310,14 @@ def width_groups(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> 
         models = sorted({str(c.get("model")) for c in sweep.get("cells", [])})
         key = json.dumps([shared, models], sort_keys=True, default=str) if shared else sweep["path"]
         labels = {str(label) for _, t in cells for label in t.cell.unique()}
-        group = next((g for g in groups if g[0] == key and not g[2] & labels), None)
+        group = next((g for g in groups if g.key == key and not g.labels & labels), None)
         if group is None:
-            group = (key, [], set(), [])
+            group = _WidthGroup(key)
             groups.append(group)
-        group[1].append(sweep["path"])
-        group[2].update(labels)
-        group[3].extend(t for _, t in cells)
-    return [(paths, pd.concat(tables, ignore_index=True)) for _, paths, _, tables in groups]
+        group.paths.append(sweep["path"])
+        group.labels.update(labels)
+        group.tables.extend(t for _, t in cells)
+    return [(g.paths, pd.concat(g.tables, ignore_index=True)) for g in groups]
 
 
 def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> ReportSummary:
