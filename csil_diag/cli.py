@@ -648,7 +648,7 @@ def train(
     seeds: str = typer.Option(None, help="comma-separated seeds [0; thesis 0,1,2,3]"),
     bc_steps: int = typer.Option(None, help="csil: BC pre-training steps [5000; quick 2000]"),
     bc_lr: float = typer.Option(None, help="csil: BC learning rate [1e-4]"),
-    critic_pretrain_steps: int = typer.Option(None, help="csil: critic pre-training steps [20000; quick 2000]"),
+    critic_pretrain_steps: int = typer.Option(None, help="csil: critic pre-training steps [20000, App. B; quick too]"),
     utd: int = typer.Option(None, help="updates per environment step [1]"),
     reward_sign: str = typer.Option(None, help="csil: negative (App. B) | positive coherent reward"),
     reward_scale: float = typer.Option(None, help="csil: reward scale [0.16 (App. B)]"),
