@@ -208,3 +208,24 @@ def test_bad_input_is_one_line_and_writes_nothing(
     code, err = _cli(args, monkeypatch, capsys)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_seeds_that_evaluate_at_different_steps_aggregate_into_one_point_per_evaluation() -> None:
+    from csil_diag.diag.aggregate import align_seeds, curves
+
+    # Evaluations wait for episodes in flight: seed 0 at 0 / 6436 / 11141, seed 1 at 0 / 6447, seed 2 at 0 / 6400.
+    evals = pd.DataFrame(
+        {
+            "run": "csil",
+            "seed": [0, 0, 0, 1, 1, 2, 2],
+            "env_steps": [0, 6436, 11141, 0, 6447, 0, 6400],
+            "success_rate": [0.5, 0.6, 0.6, 0.4, 0.3, 0.3, 0.0],
+        }
+    )
+    raw = curves(evals, "success_rate", by=("run",))
+    assert raw.n.tolist() == [3, 1, 1, 1, 1]  # the defect: one seed per point after the first
+    aligned = align_seeds(evals)
+    stats = curves(aligned, "success_rate", by=("run",))
+    assert stats.env_steps.tolist() == [0, 6428, 11141] and stats.n.tolist() == [3, 3, 1]
+    assert stats.iqm.iloc[1] == pytest.approx(0.3)  # IQM of {0.6, 0.3, 0.0}
+    assert sorted(aligned.env_steps_seed) == sorted(evals.env_steps)  # each seed's own step is kept

@@ -39,3 +39,19 @@ def curves(evals: pd.DataFrame, value: str, by: tuple[str, ...] = ("algo",), rep
         row = dict(zip([*by, "env_steps"], keys, strict=True))
         rows.append(row | {"iqm": iqm, "lo": lo, "hi": hi, "n": len(scores)})
     return pd.DataFrame(rows)
+
+
+def align_seeds(rows: pd.DataFrame, by: tuple[str, ...] = ("run",)) -> pd.DataFrame:
+    """Rows of one kind with ``env_steps`` replaced by the mean over seeds of the same row index (per group).
+
+    An evaluation waits for the episodes in flight, so seeds evaluate at slightly different env steps (6400, 6436,
+    6447); aggregating on the raw steps would give one seed per point. The k-th row of every seed is one point,
+    placed at their mean step; the seed's own step is kept as ``env_steps_seed``.
+    """
+    keys = [k for k in by if k in rows]
+    out = rows.sort_values([*keys, "seed", "env_steps"], kind="stable").copy()
+    out["env_steps_seed"] = out["env_steps"]
+    out["row_index"] = out.groupby([*keys, "seed"]).cumcount()
+    mean = out.groupby([*keys, "row_index"])["env_steps_seed"].transform("mean")
+    out["env_steps"] = mean.round().astype(np.int64)
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from csil_diag.diag.aggregate import curves, iqm_ci
+from csil_diag.diag.aggregate import align_seeds, curves, iqm_ci
 from csil_diag.errors import UserError
 from csil_diag.report.figures import PALETTE, SPLIT_STYLE
 from csil_diag.runs import read_json_file, read_parquet_file
@@ -39,7 +39,15 @@ def load_train_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     if table.empty or "kind" not in table or not (table.kind == "eval").any():
         raise UserError(f"{table_path} has no evaluation yet; let `csil-diag train` finish its first one")
     meta["run_dir"] = str(run_dir)
-    return meta, table.assign(run=train_label(meta))
+    table = table.assign(run=train_label(meta))
+    # Seeds evaluate at slightly different env steps (the k-th evaluation of every seed is one point) and log
+    # training rows at their own steps (binned to log_every, so that seeds average on one axis).
+    evals = align_seeds(table[table.kind == "eval"])
+    train = table[table.kind == "train"].copy()
+    every = int(meta["config"].get("log_every", 1))
+    train["env_steps_seed"] = train.env_steps
+    train["env_steps"] = (train.env_steps / every).round().astype("int64") * every
+    return meta, pd.concat([table[~table.kind.isin(["eval", "train"])], evals, train], ignore_index=True)
 
 
 def train_label(meta: dict) -> str:
