@@ -715,11 +715,11 @@ def _run_train(run, out: Path):
                 "rl": sum(min(s["rl"], config.steps) for s in done_seeds.values()),
             }
             if not bars:
-                totals = {"pre": max(pre, 1) * len(config.seeds), "rl": config.steps * len(config.seeds)}
+                totals = {"pre": pre * len(config.seeds), "rl": config.steps * len(config.seeds)}
                 names = {"pre": "pre-training", "rl": f"{config.rl.algo} env steps"}
-                for key in ("pre", "rl"):
+                for key in ("pre", "rl") if pre else ("rl",):  # SACfD has no pre-training: no empty bar
                     bars[key] = progress.add_task(names[key], total=totals[key], completed=counts[key], status="")
-            for key in ("pre", "rl"):
+            for key in bars:
                 progress.update(bars[key], completed=counts[key])
             if status is not None:
                 progress.update(bars["rl"], status=status)
