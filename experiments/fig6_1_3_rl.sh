@@ -3,7 +3,8 @@
 # cpu: lift, joints+object, the HetStat as the only head, BC-pre-trained on RL_DEMOS (20) scripted demos so that its
 #      success starts modest; the quick preset (256-wide networks, 20k env steps, evaluations every 5k), 3 seeds, CSIL
 #      and SACfD in the same budget. Then, when fig6_6_compare.sh has made the fine-tuned tiny π0s, the residual on
-#      π0 (pi0+joints) with CSIL and SACfD.
+#      π0 (pi0+joints) with CSIL and SACfD on the lora-frozen-vision fine-tune (the one with a success rate worth
+#      keeping: ~40–50 % at replan 2), executing 2 actions of each chunk.
 # gpu: the thesis' setting: residual / ensemble / head on MODEL (a fine-tuned π0) for lift, can and square with the
 #      thesis preset (250k steps, App. B networks, 4 seeds; SACfD 500k).
 source "$(dirname "$0")/common.sh"
@@ -16,17 +17,17 @@ if [ "$SIZE" = cpu ]; then
       --seeds 0,1,2 --out "runs/fig6_1-cpu-lift-head-$algo"
   done
   $csil report runs/fig6_1-cpu-lift-head-csil runs/fig6_1-cpu-lift-head-sacfd --out reports/fig6_1-cpu-lift-head.pdf
-  FULL=models/pi0-tiny-lift-full
-  if [ -d "$FULL" ]; then
+  FT=models/pi0-tiny-lift-lora-frozen-vision
+  if [ -d "$FT" ]; then
     di=$(demos lift --cameras agentview,wrist)
     for algo in csil sacfd; do
-      $csil train --algo "$algo" --task lift --input pi0+joints --mode residual --model "$FULL" --demos "$di" \
-        --preset quick --seeds 0,1,2 --out "runs/fig6_2-cpu-lift-residual-$algo"
+      $csil train --algo "$algo" --task lift --input pi0+joints --mode residual --model "$FT" --demos "$di" \
+        --preset quick --replan 2 --seeds 0,1,2 --out "runs/fig6_2-cpu-lift-residual-$algo"
     done
     $csil report runs/fig6_2-cpu-lift-residual-csil runs/fig6_2-cpu-lift-residual-sacfd \
       --out reports/fig6_2-cpu-lift-residual.pdf
   else
-    echo "skipping the residual runs: run experiments/fig6_6_compare.sh cpu first (it makes $FULL)" >&2
+    echo "skipping the residual runs: run experiments/fig6_6_compare.sh cpu first (it makes $FT)" >&2
   fi
 else
   : "${MODEL:?set MODEL to a fine-tuned π0 checkpoint (openpi or csil-diag)}"

@@ -164,8 +164,13 @@ def summary_lines(runs: list[tuple[dict, pd.DataFrame]]) -> list[str]:
             f"■ {train_label(meta)}   ({meta['run_dir']})",
             f"  task {cfg['task']}; demos {cfg['demos']} ({meta['demos']['train_demos']} train / "
             f"{meta['demos']['valid_demos']} held-out); {cfg['steps']} env steps per seed, evaluations every "
-            f"{cfg['eval_every']} over {cfg['eval_episodes']} episodes; BC {cfg['bc_steps']} steps; "
-            f"critic pre-training {cfg['rl']['critic_pretrain_steps']} steps; utd {cfg['rl']['utd']}",
+            f"{cfg['eval_every']} over {cfg['eval_episodes']} episodes; "
+            + (  # SACfD starts from a fresh HetStat and critic: no pre-training to name
+                f"BC {cfg['bc_steps']} steps; critic pre-training {cfg['rl']['critic_pretrain_steps']} steps; "
+                if cfg["rl"]["algo"] == "csil"
+                else ""
+            )
+            + f"utd {cfg['rl']['utd']}",
             f"  success IQM at the start {s0:.2f}{ci(s0_lo, s0_hi)} → at the end {s1:.2f}{ci(s1_lo, s1_hi)} "
             f"({len(finals)} seed(s)); per seed: "
             + ", ".join(
