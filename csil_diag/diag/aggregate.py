@@ -51,7 +51,7 @@ def align_seeds(rows: pd.DataFrame, by: tuple[str, ...] = ("run",)) -> pd.DataFr
     keys = [k for k in by if k in rows]
     out = rows.sort_values([*keys, "seed", "env_steps"], kind="stable").copy()
     out["env_steps_seed"] = out["env_steps"]
-    out["row_index"] = out.groupby([*keys, "seed"]).cumcount()
-    mean = out.groupby([*keys, "row_index"])["env_steps_seed"].transform("mean")
+    index = out.groupby([*keys, "seed"]).cumcount()  # the k-th row of its seed
+    mean = out.groupby([*(out[k] for k in keys), index])["env_steps_seed"].transform("mean")
     out["env_steps"] = mean.round().astype(np.int64)
     return out
