@@ -797,6 +797,79 @@ def _print_train_summary(table, config, out: Path) -> None:
     )
 
 
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="a `csil-diag train` run directory"),
+    episodes: int = typer.Option(50, help="episodes per seed and policy (fresh seeds, the same for start and final)"),
+    at: str = typer.Option("start,final", help="start (the actor RL began from) and/or final (the last checkpoint)"),
+    policy: str = typer.Option("deterministic", help="deterministic (tanh of the mean) and/or stochastic"),
+    workers: int = typer.Option(0, help="env worker processes (0: one per core, at most the run's envs)"),
+) -> None:
+    """Re-evaluate a train run's start and final policies on more episodes than its in-run evaluations (paired, with a
+    sign test): did RL raise the BC start?  Writes <run>/evaluation.parquet; a rerun skips what is there."""
+    from csil_diag.csil.evaluate import evaluate_run
+
+    ats, policies = tuple(_names(at)), tuple(_names(policy))
+    with _progress() as progress:
+        bar: dict[str, int] = {}
+        base = {"done": 0}
+
+        def on_event(event: str, info: dict) -> None:
+            if event == "start":
+                bar["id"] = progress.add_task("episodes", total=info["total"], completed=info["done"], status="")
+                base["done"] = info["done"]
+            elif event == "episodes" and bar:
+                progress.update(bar["id"], completed=base["done"] + info["done"])
+            elif event == "group" and bar:
+                base["done"] += episodes
+                status = f"seed {info['seed']} {info['at']} ({info['policy']}): {info['success']:.2f}"
+                progress.update(bar["id"], completed=base["done"], status=status)
+
+        try:
+            table = evaluate_run(run, episodes, ats, policies, workers, on_event)
+        except KeyboardInterrupt:
+            progress.stop()
+            print(f"interrupted: finished groups are kept in {run}/evaluation.parquet; rerun to go on", file=sys.stderr)
+            raise typer.Exit(130) from None
+    _print_evaluation(table, run)
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _print_evaluation(table, run: Path) -> None:
+    from csil_diag.csil.evaluate import paired_summary, per_seed
+    from csil_diag.diag.aggregate import iqm_ci
+
+    for policy, frame in table.groupby("policy"):
+        seeds = per_seed(frame, policy)
+        cols = [c for c in ("start", "final") if c in seeds]
+        t = Table(
+            "seed",
+            *cols,
+            "env steps (final)",
+            title=f"{policy} success over {frame.groupby(['seed', 'at']).size().max()} episodes",
+        )
+        for _, row in seeds.iterrows():
+            steps = "–" if row.get("env_steps") != row.get("env_steps") else str(int(row["env_steps"]))
+            t.add_row(str(int(row["seed"])), *(f"{row[c]:.2f}" for c in cols), steps)
+        console.print(t)
+        parts = []
+        for c in cols:
+            iqm, lo, hi = iqm_ci(seeds[c].to_numpy())
+            parts.append(f"{c} IQM {iqm:.2f}" + ("" if lo != lo else f" [95 % CI {lo:.2f}, {hi:.2f}]"))
+        console.print(f"{policy}: " + " → ".join(parts))
+        paired = paired_summary(frame, policy)
+        if "p_value" in paired:
+            console.print(
+                f"{policy}, paired over {paired['episodes']} episodes: final succeeds where start fails "
+                f"{paired['final_wins']}×, the reverse {paired['final_losses']}× "
+                f"(sign test p = {paired['p_value']:.3g})"
+            )
+    console.print(f"wrote {run}/evaluation.parquet ({len(table)} episodes)")
+
+
 # ------------------------------------------------------------------------------------------ probe
 @probe_app.command("trunk")
 def probe_trunk(

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -229,3 +230,58 @@ def test_seeds_that_evaluate_at_different_steps_aggregate_into_one_point_per_eva
     assert stats.env_steps.tolist() == [0, 6428, 11141] and stats.n.tolist() == [3, 3, 1]
     assert stats.iqm.iloc[1] == pytest.approx(0.3)  # IQM of {0.6, 0.3, 0.0}
     assert sorted(aligned.env_steps_seed) == sorted(evals.env_steps)  # each seed's own step is kept
+
+
+@pytest.mark.slow
+def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identically(
+    csil_run: tuple[Path, pd.DataFrame], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from flax import serialization
+
+    from csil_diag.csil.evaluate import evaluate_run
+    from csil_diag.csil.train_run import START_ACTOR, SeedTrainer, load_train_config
+
+    src, _ = csil_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    saved_start = (out / "seed0" / START_ACTOR).read_bytes()
+    table = evaluate_run(out, 3, ("start", "final"), ("deterministic",))
+    assert len(table) == 6 and set(table["at"]) == {"start", "final"}
+    assert (table[table["at"] == "final"].env_steps >= 40).all() and (
+        table[table["at"] == "start"].env_steps == 0
+    ).all()
+    written = (out / "evaluation.parquet").stat().st_mtime_ns
+    evaluate_run(out, 3, ("start", "final"), ("deterministic",))  # nothing to do: the file is not rewritten
+    assert (out / "evaluation.parquet").stat().st_mtime_ns == written
+
+    # A run made before the start actor was saved: BC is re-made from the seed, checked against the recorded BC row.
+    (out / "seed0" / START_ACTOR).unlink()
+    with TrainRun(load_train_config(out)["config_obj"], out) as run:
+        run.load()
+        params, bc_row = SeedTrainer(run, None, 0, lambda *a: None).start_actor()
+    assert bc_row is not None and bc_row["kind"] == "bc"
+    saved = serialization.from_bytes(params, saved_start)
+    assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, params, saved)))
+    (out / "evaluation.parquet").unlink()
+    remade = evaluate_run(out, 3, ("start",), ("deterministic",))
+    pd.testing.assert_frame_equal(remade.reset_index(drop=True), table[table["at"] == "start"].reset_index(drop=True))
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    metrics.loc[metrics.kind == "bc", "loss"] += 1.0
+    metrics.to_parquet(out / "metrics.parquet")
+    (out / "evaluation.parquet").unlink()
+    code, err = _cli(["evaluate", str(out), "--episodes", "2", "--at", "start"], monkeypatch, capsys)
+    assert code == 2 and "BC re-made from the seed ends at loss" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--at", "middle"], "--at takes a comma-separated subset of start, final"),
+        (["--episodes", "0"], "--episodes must be ≥ 1"),
+    ],
+)
+def test_evaluate_bad_input_is_one_line(args, message, csil_run, tmp_path: Path, monkeypatch, capsys) -> None:
+    code, err = _cli(["evaluate", str(csil_run[0]), *args], monkeypatch, capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    code, err = _cli(["evaluate", str(tmp_path / "nothing")], monkeypatch, capsys)
+    assert code == 2 and "not a csil-diag run directory" in err and err.count("\n") == 1, err

@@ -13,6 +13,7 @@ Run directory::
     seed<s>/rows/          the rows of each finished segment (the unit of resumption)
     seed<s>/ckpt/          the last finished segment: state.msgpack (all params and optimisers), buffer.npz,
                            progress.json (segment, env steps, updates, episodes) written last
+    seed<s>/start_actor.msgpack  the actor RL started from (CSIL: the BC HetStat), for `csil-diag evaluate --at start`
     seed<s>/pretrain/      until segment 0 is saved: the BC or critic pre-training state at most PRETRAIN_SAVE_SECONDS
                            old, with its rows and the demo sampler's state (progress.json, written last)
 
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
 BC_CHUNK = 250  # BC steps per jitted call
 PRETRAIN_CHUNK = 250  # critic pre-training steps per jitted call (one metrics row each)
+START_ACTOR = "start_actor.msgpack"  # per seed: the actor RL starts from (the BC HetStat for CSIL)
 PRETRAIN_SAVE_SECONDS = 60.0  # pre-training checkpoints at most this often: a kill loses at most this much of it
 EVAL_SALT, TRAIN_SALT = 0xE7A1, 0x7A1  # episode seeds of evaluations and of training episodes
 
@@ -440,6 +442,7 @@ class SeedTrainer:
         try:
             if resumed is None:
                 state, buffer, counters, rows = self._pretrain()
+                save_pytree(self.dir / START_ACTOR, state.actor)  # what `csil-diag evaluate --at start` runs
                 self._evaluate_and_save(0, state, buffer, counters, rows, {})
                 shutil.rmtree(self.dir / "pretrain", ignore_errors=True)  # segment 0's checkpoint supersedes it
                 segment = 1
@@ -750,6 +753,36 @@ class SeedTrainer:
         self._save(segment, state, buffer, counters)
         self.run_.rebuild_metrics()
         self.on_event("evaluated", {"seed": self.seed, "segment": segment, **row})
+
+    # ------------------------------------------------------------------ re-evaluation (`csil-diag evaluate`)
+    def final_actor(self) -> tuple[Any, int]:
+        """The last checkpoint's actor params and its env steps."""
+        resumed = self._load(self._template())
+        if resumed is None:
+            raise UserError(f"seed {self.seed}: no readable checkpoint in {self.dir / 'ckpt'}")
+        return resumed[1].actor, resumed[3]["env_steps"]
+
+    def start_actor(self) -> tuple[Any, dict[str, Any] | None]:
+        """The actor RL started from: the saved one (row None) or, for runs made before it was saved, re-made from
+        the seed (CSIL: BC again, with its last row to check against the run's; SACfD: the fresh actor)."""
+        template = self._template().actor
+        path = self.dir / START_ACTOR
+        if path.exists():
+            return load_pytree(path, template), None
+        d = self.run_.inputs.normalizer.out_width
+        if self.cfg.rl.algo != "csil":
+            return self.learner.init(jax.random.key(self.seed), d, self.run_.composes, None).actor, {}
+        params, rows = self._bc(None)
+        return params, rows[-1]
+
+    def reevaluate(
+        self, actor: Any, stochastic: bool, episodes: int, salt: int, on_event: Callable[[str, dict[str, Any]], None]
+    ):
+        """``episodes`` episodes of an actor on seeds of ``salt`` (π0's noise and the policy's key fixed by them)."""
+        seeds = episode_seeds(self.seed, episodes, salt)
+        key_seed = int(np.random.SeedSequence([self.seed, salt, int(stochastic)]).generate_state(1)[0])
+        policy = self._rollout_actor(self._noise_id(0, salt)).policy(actor, stochastic, key_seed)
+        return run_episodes(self.venv, policy, seeds, lambda done, steps: on_event("episodes", {"done": done}))
 
     def _vla_alone(self) -> float:
         """π0's own success on the evaluation episodes (its chunked actions, no HetStat): the baseline of the modes."""
