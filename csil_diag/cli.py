@@ -826,19 +826,19 @@ def evaluate(
                 progress.update(bar["id"], completed=base["done"], status=status)
 
         try:
-            table = evaluate_run(run, episodes, ats, policies, workers, on_event)
+            table, fits = evaluate_run(run, episodes, ats, policies, workers, on_event)
         except KeyboardInterrupt:
             progress.stop()
             print(f"interrupted: finished groups are kept in {run}/evaluation.parquet; rerun to go on", file=sys.stderr)
             raise typer.Exit(130) from None
-    _print_evaluation(table, run)
+    _print_evaluation(table, fits, run)
 
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _print_evaluation(table, run: Path) -> None:
+def _print_evaluation(table, fits, run: Path) -> None:
     from csil_diag.csil.evaluate import paired_summary, per_seed
     from csil_diag.diag.aggregate import iqm_ci
 
@@ -867,7 +867,15 @@ def _print_evaluation(table, run: Path) -> None:
                 f"{paired['final_wins']}×, the reverse {paired['final_losses']}× "
                 f"(sign test p = {paired['p_value']:.3g})"
             )
-    console.print(f"wrote {run}/evaluation.parquet ({len(table)} episodes)")
+    if not fits.empty:
+        wide = fits.pivot_table(index="at", columns="dim", values="mse", aggfunc="mean")
+        wide = wide.reindex([a for a in ("start", "final") if a in wide.index])
+        for at_name, row in wide.iterrows():
+            dims = " ".join(f"{v:.3f}" for v in row.to_numpy())
+            console.print(
+                f"held-out demo MSE of the deterministic action, {at_name} (mean over seeds; per dim): {dims}"
+            )
+    console.print(f"wrote {run}/evaluation.parquet ({len(table)} episodes), {run}/evaluation_fit.parquet")
 
 
 # ------------------------------------------------------------------------------------------ probe

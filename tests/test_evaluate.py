@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from csil_diag.csil.evaluate import paired_summary, per_seed, sign_test
+from csil_diag.csil.evaluate import demo_fit, paired_summary, per_seed, sign_test
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,11 @@ def test_only_one_side_evaluated_gives_no_paired_test() -> None:
     only_final = table([0, 1], [1, 1])
     only_final = only_final[only_final["at"] == "final"]
     assert "p_value" not in paired_summary(only_final, "deterministic")
+
+
+def test_demo_fit_is_zero_on_the_expert_and_per_dimension_otherwise() -> None:
+    expert = np.tanh(np.random.default_rng(0).standard_normal((20, 7)))
+    assert np.array_equal(demo_fit(expert, expert), np.zeros(7))
+    off = expert.copy()
+    off[:, 6] += 0.5  # only the gripper moved
+    assert demo_fit(off, expert) == pytest.approx([0, 0, 0, 0, 0, 0, 0.25])

@@ -245,7 +245,8 @@ def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identi
     out = tmp_path / "run"
     shutil.copytree(src, out)
     saved_start = (out / "seed0" / START_ACTOR).read_bytes()
-    table = evaluate_run(out, 3, ("start", "final"), ("deterministic",))
+    table, fits = evaluate_run(out, 3, ("start", "final"), ("deterministic",))
+    assert len(fits) == 2 * 7 and (fits.mse >= 0).all() and set(fits["at"]) == {"start", "final"}
     assert len(table) == 6 and set(table["at"]) == {"start", "final"}
     assert (table[table["at"] == "final"].env_steps >= 40).all() and (
         table[table["at"] == "start"].env_steps == 0
@@ -263,8 +264,10 @@ def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identi
     saved = serialization.from_bytes(params, saved_start)
     assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, params, saved)))
     (out / "evaluation.parquet").unlink()
-    remade = evaluate_run(out, 3, ("start",), ("deterministic",))
+    (out / "evaluation_fit.parquet").unlink()
+    remade, remade_fits = evaluate_run(out, 3, ("start",), ("deterministic",))
     pd.testing.assert_frame_equal(remade.reset_index(drop=True), table[table["at"] == "start"].reset_index(drop=True))
+    assert np.array_equal(remade_fits.mse, fits[fits["at"] == "start"].mse)
     metrics = pd.read_parquet(out / "metrics.parquet")
     metrics.loc[metrics.kind == "bc", "loss"] += 1.0
     metrics.to_parquet(out / "metrics.parquet")

@@ -8,8 +8,13 @@ paired: the episodes the final policy wins and the start loses (and the reverse)
 The start actor is the one saved by the run (``seed<s>/start_actor.msgpack``); runs made before it was saved re-make
 BC from the seed, accepted only if its final loss equals the run's recorded BC row (same code and data).
 
+Beside success, the held-out demo fit of the deterministic action (squared error per action dimension on the
+held-out demonstration states, in the composed action space): whether RL moved the policy off the expert where the
+expert was.
+
 Output ``<run>/evaluation.parquet``: one row per episode (seed, at, policy, episode, success, length, env_steps),
 rewritten atomically after each (seed, at, policy) group; a rerun skips the groups already there with as many episodes.
+``<run>/evaluation_fit.parquet``: one row per (seed, at, action dimension) with the held-out squared error.
 """
 
 from __future__ import annotations
@@ -71,6 +76,11 @@ def per_seed(table: pd.DataFrame, policy: str) -> pd.DataFrame:
     return rates.assign(env_steps=steps).reset_index()
 
 
+def demo_fit(actions: np.ndarray, expert: np.ndarray) -> np.ndarray:
+    """Mean squared error per action dimension of the policy's actions against the expert's: (N, A), (N, A) → (A,)."""
+    return np.mean(np.square(np.asarray(actions, np.float64) - np.asarray(expert, np.float64)), axis=0)
+
+
 def _read(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
@@ -87,8 +97,8 @@ def evaluate_run(
     policies: tuple[str, ...] = ("deterministic",),
     workers: int = 0,
     on_event: Callable[[str, dict[str, Any]], None] = lambda *a: None,
-) -> pd.DataFrame:
-    """Re-evaluate every seed of a train run; returns (and writes) the per-episode table."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Re-evaluate every seed of a train run; returns (and writes) the per-episode table and the demo-fit table."""
     from csil_diag.csil.train_run import SeedTrainer, TrainRun, load_train_config
     from csil_diag.envs.vector import VectorEnv
 
@@ -109,6 +119,8 @@ def evaluate_run(
         run.load()
         recorded = _read(run_dir / "metrics.parquet")
         table = _read(path)
+        fit_path = run_dir / "evaluation_fit.parquet"
+        fits = _read(fit_path)
         todo = [(s, a, p) for s in seeds for a in at for p in policies]
 
         def done(seed: int, a: str, p: str) -> bool:
@@ -124,14 +136,16 @@ def evaluate_run(
         ) as venv:
             for seed in seeds:
                 trainer = SeedTrainer(run, venv, seed, on_event)
-                actors: dict[str, tuple[Any, int]] = {}
                 for a in at:
-                    for p in policies:
-                        if done(seed, a, p):
-                            continue
-                        if a not in actors:
-                            actors[a] = _actor(trainer, a, recorded)
-                        actor, env_steps = actors[a]
+                    groups = [p for p in policies if not done(seed, a, p)]
+                    need_fit = fits.empty or not ((fits.seed == seed) & (fits["at"] == a)).any()
+                    if not groups and not need_fit:
+                        continue
+                    actor, env_steps = _actor(trainer, a, recorded)
+                    if need_fit:
+                        fits = pd.concat([fits, _fit_rows(run, actor, seed, a, env_steps)], ignore_index=True)
+                        atomic_write_parquet(fit_path, fits)
+                    for p in groups:
                         result = trainer.reevaluate(actor, p == "stochastic", episodes, REEVAL_SALT, on_event)
                         rows = pd.DataFrame(
                             {
@@ -148,7 +162,7 @@ def evaluate_run(
                         table = pd.concat([table[keep] if not table.empty else table, rows], ignore_index=True)
                         atomic_write_parquet(path, table)
                         on_event("group", {"seed": seed, "at": a, "policy": p, "success": result.success_rate})
-    return table
+    return table, fits
 
 
 def _actor(trainer: Any, at: str, recorded: pd.DataFrame) -> tuple[Any, int]:
@@ -171,3 +185,14 @@ def _actor(trainer: Any, at: str, recorded: pd.DataFrame) -> tuple[Any, int]:
                 "(the code or the data differ from the run's); evaluate --at final"
             )
     return actor, 0
+
+
+def _fit_rows(run: Any, actor: Any, seed: int, at: str, env_steps: int) -> pd.DataFrame:
+    """The deterministic action's squared error per dimension on the held-out demo states."""
+    import jax
+
+    valid = run.inputs.valid
+    base = valid.base_actions if run.composes else None
+    actions = run.act(actor, run.inputs.normalizer(valid.x), base, jax.random.key(0), stochastic=False)
+    mse = demo_fit(np.asarray(actions), valid.actions)
+    return pd.DataFrame({"seed": seed, "at": at, "dim": np.arange(len(mse)), "mse": mse, "env_steps": env_steps})
