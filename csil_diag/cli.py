@@ -641,7 +641,11 @@ def train(
     mode: str = typer.Option(None, help="head | residual | ensemble on π0's action (default: residual with pi0)"),
     model: Path = typer.Option(None, help="π0 checkpoint (default: the embedded tiny model) for pi0 inputs / modes"),
     preset: str = typer.Option(None, help="quick (256-wide nets, 20k steps) | thesis (App. B, 250k steps, 4 seeds)"),
-    steps: int = typer.Option(None, help="environment steps of RL per seed [250000; quick 20000]"),
+    steps: int = typer.Option(
+        None,
+        help="environment steps of RL per seed [250000; quick 20000]; raised on an existing run, it continues the run "
+        "(as if asked from the start) when the old budget is a multiple of --eval-every",
+    ),
     eval_every: int = typer.Option(None, help="environment steps between evaluations [25000; quick 5000]"),
     eval_episodes: int = typer.Option(None, help="deterministic evaluation episodes [25; quick 10]"),
     entropy_episodes: int = typer.Option(None, help="stochastic episodes for online entropy [10; quick 4; 0: off]"),

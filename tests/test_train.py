@@ -155,6 +155,25 @@ def test_rerun_of_a_finished_run_does_nothing_and_changed_settings_are_refused(l
         TrainRun(tiny(lift_demos, rl=replace(tiny(lift_demos).rl, utd=2)), out)
 
 
+@pytest.mark.slow
+def test_a_raised_step_budget_continues_a_run_exactly(lift_demos: Path, csil_run, tmp_path: Path) -> None:
+    src, _ = csil_run  # steps 40, evaluations every 20
+    out = tmp_path / "extended"
+    shutil.copytree(src, out)
+    with TrainRun(tiny(lift_demos, steps=60), out) as run:
+        extended = run.run()
+    with TrainRun(tiny(lift_demos, steps=60), tmp_path / "fresh") as run:
+        fresh = run.run()
+    pd.testing.assert_frame_equal(numeric(extended), numeric(fresh))
+    assert json.loads((out / "config.json").read_text())["config"]["steps"] == 60
+    with pytest.raises(UserError, match=r"--steps 30 \(the run has 60\)"):  # lowering it is another run
+        TrainRun(tiny(lift_demos, steps=30), out)
+    with TrainRun(tiny(lift_demos, steps=50), tmp_path / "odd") as run:  # its last segment was cut at 50
+        run.run()
+    with pytest.raises(UserError, match=r"--steps 60 \(the run has 50\)"):
+        TrainRun(tiny(lift_demos, steps=60), tmp_path / "odd")
+
+
 def test_sacfd_uses_the_task_reward_and_no_pretraining(lift_demos: Path, tmp_path: Path) -> None:
     config = tiny(lift_demos, rl=CSILConfig(algo="sacfd", batch_size=16, learning_starts=8), steps=20)
     with TrainRun(config, tmp_path / "sacfd") as run:

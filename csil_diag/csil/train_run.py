@@ -293,7 +293,12 @@ class TrainRun:
         return identity
 
     def _check_resume(self, identity: dict[str, Any]) -> None:
-        check_resume(self.out, self._saved, identity, OPTION_NAMES)
+        saved = self._saved
+        old_steps = (saved or {}).get("identity", {}).get("steps")
+        if old_steps is not None and identity["steps"] > old_steps and old_steps % identity["eval_every"] == 0:
+            # A raised budget continues the run exactly: its segments so far end where the longer run's do.
+            saved = {**saved, "identity": {**saved["identity"], "steps": identity["steps"]}}
+        check_resume(self.out, saved, identity, OPTION_NAMES)
 
     def _write_config(self) -> None:
         cfg = self.config
