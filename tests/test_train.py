@@ -182,6 +182,17 @@ def test_sacfd_uses_the_task_reward_and_no_pretraining(lift_demos: Path, tmp_pat
     train = table[table.kind == "train"]
     assert "reward_demo" not in train or train.reward_demo.isna().all()
     assert np.isfinite(train.temperature).all() and (train.temperature > 0).all()
+    # Its start actor, re-made from the seed for runs that did not save it, is the saved one: same episodes, same fit.
+    from csil_diag.csil.evaluate import evaluate_run
+    from csil_diag.csil.train_run import START_ACTOR
+
+    saved, saved_fit = evaluate_run(tmp_path / "sacfd", 2, ("start",))
+    (tmp_path / "sacfd" / "seed0" / START_ACTOR).unlink()
+    for name in ("evaluation.parquet", "evaluation_fit.parquet"):
+        (tmp_path / "sacfd" / name).unlink()
+    remade, remade_fit = evaluate_run(tmp_path / "sacfd", 2, ("start",))
+    pd.testing.assert_frame_equal(remade, saved)
+    pd.testing.assert_frame_equal(remade_fit, saved_fit)
 
 
 @pytest.mark.slow

@@ -768,15 +768,15 @@ class SeedTrainer:
         return resumed[1].actor, resumed[3]["env_steps"]
 
     def start_actor(self) -> tuple[Any, dict[str, Any] | None]:
-        """The actor RL started from: the saved one (row None) or, for runs made before it was saved, re-made from
-        the seed (CSIL: BC again, with its last row to check against the run's; SACfD: the fresh actor)."""
+        """The actor RL started from: the saved one or, for runs made before it was saved, re-made from the seed
+        (CSIL: BC again, returned with its last row to check against the run's; SACfD: the fresh actor, row None)."""
         template = self._template().actor
         path = self.dir / START_ACTOR
         if path.exists():
             return load_pytree(path, template), None
         d = self.run_.inputs.normalizer.out_width
-        if self.cfg.rl.algo != "csil":
-            return self.learner.init(jax.random.key(self.seed), d, self.run_.composes, None).actor, {}
+        if self.cfg.rl.algo != "csil":  # the fresh actor is a pure function of the seed: nothing to check
+            return self.learner.init(jax.random.key(self.seed), d, self.run_.composes, None).actor, None
         params, rows = self._bc(None)
         return params, rows[-1]
 
