@@ -281,6 +281,10 @@ def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identi
     assert (table[table["at"] == "final"].env_steps >= 40).all() and (
         table[table["at"] == "start"].env_steps == 0
     ).all()
+    from csil_diag.report.rl import load_train_run, summary_lines
+
+    summary = "\n".join(summary_lines([load_train_run(out)]))
+    assert "re-evaluated (deterministic, 3 fresh episodes a seed, start → final): 0: " in summary
     written = (out / "evaluation.parquet").stat().st_mtime_ns
     evaluate_run(out, 3, ("start", "final"), ("deterministic",))  # nothing to do: the file is not rewritten
     assert (out / "evaluation.parquet").stat().st_mtime_ns == written

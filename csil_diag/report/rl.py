@@ -39,6 +39,8 @@ def load_train_run(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     if table.empty or "kind" not in table or not (table.kind == "eval").any():
         raise UserError(f"{table_path} has no evaluation yet; let `csil-diag train` finish its first one")
     meta["run_dir"] = str(run_dir)
+    reeval = run_dir / "evaluation.parquet"  # `csil-diag evaluate`, where it was run
+    meta["evaluation"] = read_parquet_file(reeval, "rerun `csil-diag evaluate`") if reeval.exists() else None
     table = table.assign(run=train_label(meta))
     # Seeds evaluate at slightly different env steps (the k-th evaluation of every seed is one point) and log
     # training rows at their own steps (binned to log_every, so that seeds average on one axis).
@@ -150,6 +152,26 @@ def reward_page(runs: list[tuple[dict, pd.DataFrame]]) -> Figure:
     return fig
 
 
+def _reevaluation_lines(table: pd.DataFrame | None) -> list[str]:
+    """`csil-diag evaluate`'s start vs final on fresh episodes, per policy kind."""
+    from csil_diag.csil.evaluate import paired_summary, per_seed
+
+    if table is None or table.empty:
+        return []
+    lines = []
+    for policy, frame in table.groupby("policy"):
+        seeds = per_seed(frame, policy)
+        n = int(frame.groupby(["seed", "at"]).size().max())
+        cols = [c for c in ("start", "final") if c in seeds]
+        per = ", ".join(f"{int(r.seed)}: " + " → ".join(f"{r[c]:.2f}" for c in cols) for _, r in seeds.iterrows())
+        line = f"  re-evaluated ({policy}, {n} fresh episodes a seed, {' → '.join(cols)}): {per}"
+        paired = paired_summary(frame, policy)
+        if "p_value" in paired:
+            line += f"; paired {paired['final_wins']} won / {paired['final_losses']} lost (p = {paired['p_value']:.2g})"
+        lines.append(line)
+    return lines
+
+
 def summary_lines(runs: list[tuple[dict, pd.DataFrame]]) -> list[str]:
     lines = []
     for meta, table in runs:
@@ -181,6 +203,7 @@ def summary_lines(runs: list[tuple[dict, pd.DataFrame]]) -> list[str]:
         ]
         if "vla_success_rate" in evals and evals.vla_success_rate.notna().any():
             lines.append(f"  π0 alone: success {evals.groupby('seed').vla_success_rate.first().mean():.2f}")
+        lines += _reevaluation_lines(meta.get("evaluation"))
         last = evals.groupby("seed").tail(1)
         if "auroc_gauss_valid" in last and last.auroc_gauss_valid.notna().any():
             lines.append(
