@@ -96,6 +96,12 @@ def test_kl_to_the_bc_policy_is_exact_where_actions_saturate():
     np.testing.assert_array_equal(np.asarray(penalty), 0.0)
     z = jnp.array([[4.0, -6.0]])
     assert float(tg.log_ratio_pre_squash(z, z - 0.1, jnp.ones_like(z), z - 0.1, jnp.ones_like(z))[0]) == 0.0
+    # The logged KL(π ‖ π_BC) reads exactly 0 on the first update (the actor is π_BC until it steps).
+    batch = {"x": x, "action": base, "base": base, "next_x": x, "next_base": base}
+    batch |= {"reward": jnp.zeros(64), "discount": jnp.ones(64)}
+    one = {k: v[None] for k, v in batch.items()}
+    _, metrics = learner.update(state, one, one, jax.random.key(3))
+    assert float(metrics["actor_kl_to_bc"]) == 0.0
 
 
 def test_soft_target_hand_computed():

@@ -189,12 +189,14 @@ class Learner:
             drawn = self.sample(a_params, batch["x"], batch.get("base"), k_actor)
             q = self.critic_model.apply(critic, batch["x"], batch.get("base"), drawn["a"]).min(0)
             penalty = self._penalty(state, batch["x"], batch.get("base"), drawn, alpha)
-            return jnp.mean(penalty - q), drawn["logp"]
+            return jnp.mean(penalty - q), (drawn["logp"], jnp.mean(penalty) / alpha)
 
-        (a_loss, logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
+        (a_loss, (logp, penalty_mean)), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
         updates, actor_opt = self._opt(cfg.actor_lr).update(a_grads, state.actor_opt, state.actor)
         actor = optax.apply_updates(state.actor, updates)
         metrics |= {"actor_loss": a_loss, "policy_entropy": -logp.mean(), "temperature": alpha}
+        if self.csil:  # how far the actor has moved from π_BC (single-sample estimate of KL(π ‖ π_BC), nats)
+            metrics["actor_kl_to_bc"] = penalty_mean
 
         # Temperature (sacfd): towards entropy −d_a.
         log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
