@@ -879,6 +879,15 @@ def _print_evaluation(table, fits, run: Path) -> None:
             console.print(
                 f"held-out demo MSE of the deterministic action, {at_name} (mean over seeds; per dim): {dims}"
             )
+        if "kl_to_start" in fits and (fits["at"] == "final").any():
+            final = fits[fits["at"] == "final"]
+            per_dim = final.groupby("dim").kl_to_start.mean().to_numpy()
+            per_seed = final.groupby("seed").kl_to_start.sum()
+            console.print(
+                "KL(final ‖ start) on the held-out demo states, nats: per seed "
+                + ", ".join(f"{int(k)}: {v:.2f}" for k, v in per_seed.items())
+                + f"; per dim (mean over seeds) {' '.join(f'{v:.2f}' for v in per_dim)}"
+            )
     console.print(f"wrote {run}/evaluation.parquet ({len(table)} episodes), {run}/evaluation_fit.parquet")
 
 

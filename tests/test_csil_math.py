@@ -175,3 +175,8 @@ def test_demo_transitions_successors_and_terminals():
     out = demo_transitions(x, x, np.array([0, 0, 0, 1, 1]), np.zeros(5), np.array([0, 0, 1, 0, 0]))
     np.testing.assert_array_equal(out["next_x"][:, 0], [1, 2, 2, 4, 4])
     np.testing.assert_array_equal(out["discount"], [1, 1, 0, 1, 1])
+
+
+def test_gaussian_kl_known_value_and_zero_on_itself():
+    kl = tg.gaussian_kl(jnp.array([0.0, 0.3]), jnp.array([1.0, 0.5]), jnp.array([1.0, 0.3]), jnp.array([2.0, 0.5]))
+    np.testing.assert_allclose(np.asarray(kl), [math.log(2.0) + 2.0 / 8.0 - 0.5, 0.0], rtol=1e-6, atol=1e-7)

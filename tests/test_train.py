@@ -277,6 +277,7 @@ def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identi
     saved_start = (out / "seed0" / START_ACTOR).read_bytes()
     table, fits = evaluate_run(out, 3, ("start", "final"), ("deterministic",))
     assert len(fits) == 2 * 7 and (fits.mse >= 0).all() and set(fits["at"]) == {"start", "final"}
+    assert (fits[fits["at"] == "start"].kl_to_start == 0).all() and (fits[fits["at"] == "final"].kl_to_start > 0).any()
     assert len(table) == 6 and set(table["at"]) == {"start", "final"}
     assert (table[table["at"] == "final"].env_steps >= 40).all() and (
         table[table["at"] == "start"].env_steps == 0

@@ -14,7 +14,8 @@ expert was.
 
 Output ``<run>/evaluation.parquet``: one row per episode (seed, at, policy, episode, success, length, env_steps),
 rewritten atomically after each (seed, at, policy) group; a rerun skips the groups already there with as many episodes.
-``<run>/evaluation_fit.parquet``: one row per (seed, at, action dimension) with the held-out squared error.
+``<run>/evaluation_fit.parquet``: one row per (seed, at, action dimension) with the held-out squared error and the
+KL (nats, mean over the held-out states) of that actor's pre-squash Gaussian from the start actor's.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def evaluate_run(
                         continue
                     actor, env_steps = _actor(trainer, a, recorded)
                     if need_fit:
-                        fits = pd.concat([fits, _fit_rows(run, actor, seed, a, env_steps)], ignore_index=True)
+                        start = actor if a == "start" else _actor(trainer, "start", recorded)[0]
+                        fits = pd.concat([fits, _fit_rows(run, actor, start, seed, a, env_steps)], ignore_index=True)
                         atomic_write_parquet(fit_path, fits)
                     for p in groups:
                         result = trainer.reevaluate(actor, p == "stochastic", episodes, REEVAL_SALT, on_event)
@@ -187,12 +189,26 @@ def _actor(trainer: Any, at: str, recorded: pd.DataFrame) -> tuple[Any, int]:
     return actor, 0
 
 
-def _fit_rows(run: Any, actor: Any, seed: int, at: str, env_steps: int) -> pd.DataFrame:
-    """The deterministic action's squared error per dimension on the held-out demo states."""
+def _fit_rows(run: Any, actor: Any, start: Any, seed: int, at: str, env_steps: int) -> pd.DataFrame:
+    """The deterministic action's squared error per dimension on the held-out demo states, and the actor's KL from
+    the start actor there (pre-squash Gaussians of the composed policy, closed form; 0 for the start itself)."""
     import jax
+
+    from csil_diag.policy.tanh_gaussian import gaussian_kl
 
     valid = run.inputs.valid
     base = valid.base_actions if run.composes else None
-    actions = run.act(actor, run.inputs.normalizer(valid.x), base, jax.random.key(0), stochastic=False)
+    x = run.inputs.normalizer(valid.x)
+    actions = run.act(actor, x, base, jax.random.key(0), stochastic=False)
     mse = demo_fit(np.asarray(actions), valid.actions)
-    return pd.DataFrame({"seed": seed, "at": at, "dim": np.arange(len(mse)), "mse": mse, "env_steps": env_steps})
+    kl = np.asarray(gaussian_kl(*run.learner.gaussian(actor, x, base), *run.learner.gaussian(start, x, base)))
+    return pd.DataFrame(
+        {
+            "seed": seed,
+            "at": at,
+            "dim": np.arange(len(mse)),
+            "mse": mse,
+            "kl_to_start": kl.mean(0),
+            "env_steps": env_steps,
+        }
+    )

@@ -98,7 +98,7 @@ class Learner:
         mu, std = self.actor_model.apply(params, x)
         return tg.log_prob(self.mode, action, mu, std, base)
 
-    def _gaussian(self, params: Any, x, base) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def gaussian(self, params: Any, x, base) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Mean and std of a HetStat's pre-squash Gaussian, composed with the base action: (B, A), (B, A)."""
         mu, std = self.actor_model.apply(params, x)
         return tg.squash_mean(self.mode, mu, base), std
@@ -106,7 +106,7 @@ class Learner:
     def sample(self, params: Any, x, base, key: jax.Array) -> dict[str, jnp.ndarray]:
         """A reparameterised action a (B, A), its log-probability logp (B,), and the pre-squash sample z with the
         Gaussian it came from (mean, std)."""
-        mean, std = self._gaussian(params, x, base)
+        mean, std = self.gaussian(params, x, base)
         z = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
         logp = (tg.gaussian_log_prob(z, mean, std) - tg.log_det_squash(self.mode, z)).sum(-1)
         return {"a": tg.squash(self.mode, z, base), "logp": logp, "z": z, "mean": mean, "std": std}
@@ -133,7 +133,7 @@ class Learner:
     def _penalty(self, state: SACState, x, base, sample: dict[str, jnp.ndarray], alpha) -> jnp.ndarray:
         """β (log π − log π_BC) for csil (exact in z: the squash's Jacobian cancels), α log π for sacfd: (B,)."""
         if self.csil:
-            ref_mean, ref_std = self._gaussian(state.reference, x, base)
+            ref_mean, ref_std = self.gaussian(state.reference, x, base)
             return alpha * tg.log_ratio_pre_squash(sample["z"], sample["mean"], sample["std"], ref_mean, ref_std)
         return alpha * sample["logp"]
 

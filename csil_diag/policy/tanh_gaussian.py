@@ -41,6 +41,11 @@ def gaussian_log_prob(z: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jn
     return -0.5 * jnp.square((z - mean) / std) - jnp.log(std) - 0.5 * LOG_2PI
 
 
+def gaussian_kl(mean_p: jnp.ndarray, std_p: jnp.ndarray, mean_q: jnp.ndarray, std_q: jnp.ndarray) -> jnp.ndarray:
+    """Elementwise KL(N(mean_p, std_p²) ‖ N(mean_q, std_q²)) in nats: (..., A) → (..., A)."""
+    return jnp.log(std_q / std_p) + (jnp.square(std_p) + jnp.square(mean_p - mean_q)) / (2 * jnp.square(std_q)) - 0.5
+
+
 def squash_mean(mode: str, mu: jnp.ndarray, a_base: jnp.ndarray | None) -> jnp.ndarray:
     """Mean of the pre-squash Gaussian: μ, shifted by atanh(a_base) in residual mode."""
     if check_mode(mode) == "residual":
