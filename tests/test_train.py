@@ -264,7 +264,7 @@ def test_seeds_that_evaluate_at_different_steps_aggregate_into_one_point_per_eva
 
 @pytest.mark.slow
 def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identically(
-    csil_run: tuple[Path, pd.DataFrame], tmp_path: Path, monkeypatch, capsys
+    csil_run: tuple[Path, pd.DataFrame], lift_demos: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     from flax import serialization
 
@@ -289,6 +289,14 @@ def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identi
     written = (out / "evaluation.parquet").stat().st_mtime_ns
     evaluate_run(out, 3, ("start", "final"), ("deterministic",))  # nothing to do: the file is not rewritten
     assert (out / "evaluation.parquet").stat().st_mtime_ns == written
+    with TrainRun(tiny(lift_demos, steps=60), out) as run:  # extended: another final actor, whose rows are redone
+        run.run()
+    again, again_fits = evaluate_run(out, 3, ("start", "final"), ("deterministic",))
+    assert (again[again["at"] == "final"].env_steps >= 60).all() and len(again) == 6
+    pd.testing.assert_frame_equal(
+        again[again["at"] == "start"].reset_index(drop=True), table[table["at"] == "start"].reset_index(drop=True)
+    )
+    assert (again_fits[again_fits["at"] == "final"].env_steps >= 60).all() and len(again_fits) == 14
 
     # A run made before the start actor was saved: BC is re-made from the seed, checked against the recorded BC row.
     (out / "seed0" / START_ACTOR).unlink()

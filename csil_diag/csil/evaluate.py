@@ -124,11 +124,21 @@ def evaluate_run(
         fits = _read(fit_path)
         todo = [(s, a, p) for s in seeds for a in at for p in policies]
 
+        def steps_of(seed: int, a: str) -> int:
+            return int(run.progress(seed)["env_steps"]) if a == "final" else 0
+
         def done(seed: int, a: str, p: str) -> bool:
+            # A run extended since (a raised --steps) has another final actor: its rows are redone.
             if table.empty:
                 return False
             mine = table[(table.seed == seed) & (table["at"] == a) & (table.policy == p)]
-            return len(mine) == episodes
+            return len(mine) == episodes and bool((mine.env_steps == steps_of(seed, a)).all())
+
+        def fitted(seed: int, a: str) -> bool:
+            if fits.empty:
+                return False
+            mine = fits[(fits.seed == seed) & (fits["at"] == a)]
+            return len(mine) > 0 and bool((mine.env_steps == steps_of(seed, a)).all())
 
         on_event("start", {"total": episodes * len(todo), "done": episodes * sum(done(*t) for t in todo)})
         cameras = {} if run.vla is None else {"cameras": run.vla.cameras, "image_size": run.vla.image_size}
@@ -137,15 +147,17 @@ def evaluate_run(
         ) as venv:
             for seed in seeds:
                 trainer = SeedTrainer(run, venv, seed, on_event)
+                actors = _Actors(trainer, recorded)
                 for a in at:
                     groups = [p for p in policies if not done(seed, a, p)]
-                    need_fit = fits.empty or not ((fits.seed == seed) & (fits["at"] == a)).any()
-                    if not groups and not need_fit:
+                    if not groups and fitted(seed, a):
                         continue
-                    actor, env_steps = _actor(trainer, a, recorded)
-                    if need_fit:
-                        start = actor if a == "start" else _actor(trainer, "start", recorded)[0]
-                        fits = pd.concat([fits, _fit_rows(run, actor, start, seed, a, env_steps)], ignore_index=True)
+                    actor, env_steps = actors.get(a)
+                    if not fitted(seed, a):
+                        stale = (fits.seed == seed) & (fits["at"] == a) if not fits.empty else None
+                        kept = fits[~stale] if stale is not None else fits
+                        new = _fit_rows(run, actor, actors.get("start")[0], seed, a, env_steps)
+                        fits = pd.concat([kept, new], ignore_index=True)
                         atomic_write_parquet(fit_path, fits)
                     for p in groups:
                         result = trainer.reevaluate(actor, p == "stochastic", episodes, REEVAL_SALT, on_event)
@@ -165,6 +177,18 @@ def evaluate_run(
                         atomic_write_parquet(path, table)
                         on_event("group", {"seed": seed, "at": a, "policy": p, "success": result.success_rate})
     return table, fits
+
+
+class _Actors:
+    """One seed's start and final actors, each loaded (or BC re-made, which takes a while) once."""
+
+    def __init__(self, trainer: Any, recorded: pd.DataFrame) -> None:
+        self.trainer, self.recorded, self.cache = trainer, recorded, {}
+
+    def get(self, at: str) -> tuple[Any, int]:
+        if at not in self.cache:
+            self.cache[at] = _actor(self.trainer, at, self.recorded)
+        return self.cache[at]
 
 
 def _actor(trainer: Any, at: str, recorded: pd.DataFrame) -> tuple[Any, int]:
