@@ -22,7 +22,7 @@ from csil_diag.policy.hetstat import (
     predictive_std,
     upgrade_legacy_factor,
 )
-from csil_diag.policy.stationary import periodic_relu, sin_cos, triangle, triangle_wave
+from csil_diag.policy.stationary import periodic_relu, sin_cos, stationary_features, triangle, triangle_wave
 
 jax.config.update("jax_enable_x64", False)
 
@@ -38,6 +38,18 @@ def test_periodic_activations_known_values() -> None:
     grid = jnp.linspace(0, 2 * math.pi, 200001)
     assert abs(float(jnp.mean(triangle(grid) ** 2)) - math.pi**4 / 96) < 1e-3
     np.testing.assert_allclose(sin_cos(jnp.array([0.0])), [1.0])
+
+
+def test_stationary_features_are_affine_for_small_projections() -> None:
+    # Inside |h̃| < π/4 the two phases are π²/8 and πh̃/2, so the variance there is a quadratic form of the input:
+    # the reading behind the random-feature skip's separation at its initial lengthscale (README, issue 12).
+    h = jnp.linspace(-0.78, 0.78, 41)[:, None]
+    phi = stationary_features(h, jnp.ones((1, 1)), jnp.zeros(1), "periodic_relu") * math.sqrt(2)
+    np.testing.assert_allclose(phi[:, 0], math.pi**2 / 8, atol=1e-5)
+    np.testing.assert_allclose(phi[:, 1], math.pi * h[:, 0] / 2, atol=1e-5)
+    # one step past π/4 the constant phase bends: the affine range ends there
+    far = stationary_features(jnp.array([[1.2]]), jnp.ones((1, 1)), jnp.zeros(1), "periodic_relu") * math.sqrt(2)
+    assert abs(float(far[0, 0]) - math.pi**2 / 8) > 0.1
 
 
 @pytest.mark.parametrize(("mu", "std"), [(0.0, 0.5), (1.3, 0.2), (-2.0, 0.8), (3.0, 0.6)])
