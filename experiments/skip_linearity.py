@@ -18,6 +18,7 @@ import numpy as np
 
 def main() -> None:
     from csil_diag.diag.run_states import open_run
+    from csil_diag.policy.stationary import random_projection
     from csil_diag.runs import atomic_write_json
 
     ap = argparse.ArgumentParser()
@@ -31,15 +32,15 @@ def main() -> None:
     for seed in rs.seeds:
         step = rs.steps(seed, "first,last")[-1]
         p = rs.params(seed, step)["params"]
-        scale, w = np.exp(np.asarray(p["skip_log_lengthscales"])), np.asarray(p["skip_random_weights"])
+        log_scale, w = p["skip_log_lengthscales"], p["skip_random_weights"]
         sets = {
             "train": rs.x_train,
             "valid": rs.normalizer(rs.inputs.valid.x),
             "online": rs.normalizer(rs.online(seed, step)["x"]),
         }
-        row = {"seed": seed, "step": step, "log_lengthscale_mean": float(np.log(scale).mean())}
+        row = {"seed": seed, "step": step, "log_lengthscale_mean": float(np.mean(log_scale))}
         for name, x in sets.items():
-            h = np.abs((x * scale) @ w)
+            h = np.abs(np.asarray(random_projection(x, w, log_scale)))
             row[f"{name}_affine_share"] = float((h < math.pi / 4).mean())
             row[f"{name}_max_abs_projection"] = float(h.max())
         rows.append(row)

@@ -43,15 +43,20 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
 }
 
 
+def random_projection(h: jnp.ndarray, random_weights: jnp.ndarray, log_lengthscales: jnp.ndarray) -> jnp.ndarray:
+    """h̃ = (h ⊙ exp(log ℓ)) W̃: h (B, D), random_weights W̃ (D, F/2), log_lengthscales (D,) → (B, F/2)."""
+    return (h * jnp.exp(log_lengthscales)) @ random_weights
+
+
 def stationary_features(
     h: jnp.ndarray, random_weights: jnp.ndarray, log_lengthscales: jnp.ndarray, activation: str
 ) -> jnp.ndarray:
-    """φ(h) = [f(h̃ + π/4), f(h̃ − π/4)] / √F with h̃ = (h ⊙ exp(log ℓ)) W̃.
+    """φ(h) = [f(h̃ + π/4), f(h̃ − π/4)] / √F with h̃ = :func:`random_projection` (h).
 
     h: (B, D) bottleneck activations; random_weights W̃: (D, F/2); log_lengthscales: (D,).
     Returns (B, F).
     """
     f = ACTIVATIONS[activation]
-    projected = (h * jnp.exp(log_lengthscales)) @ random_weights
+    projected = random_projection(h, random_weights, log_lengthscales)
     features = jnp.concatenate([f(projected + PI / 4), f(projected - PI / 4)], axis=-1)
     return features / math.sqrt(features.shape[-1])
