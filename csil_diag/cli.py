@@ -657,6 +657,9 @@ def train(
     reward_sign: str = typer.Option(None, help="csil: negative (App. B) | positive coherent reward"),
     reward_scale: float = typer.Option(None, help="csil: reward scale [0.16 (App. B)]"),
     demo_ratio: float = typer.Option(None, help="sacfd: demonstrations' share of each batch [0.2]"),
+    entropy_coefficient: float = typer.Option(
+        None, help="csil: fixed weight β of the actor's KL(π ‖ π_BC) and of the critic target's [0.01]"
+    ),
     envs: int = typer.Option(None, help="environments stepped in parallel [4]"),
     workers: int = typer.Option(0, help="env worker processes (0: one per core, at most --envs)"),
     site: OptSite = "state",
@@ -674,6 +677,7 @@ def train(
         "reward_sign": reward_sign,
         "reward_scale": reward_scale,
         "demo_ratio": demo_ratio,
+        "entropy_coefficient": entropy_coefficient,
         "critic_pretrain_steps": critic_pretrain_steps,
     }
     base = TrainConfig(task=task, input=input, demos=str(demos), rl=CSILConfig(algo=algo))

@@ -229,6 +229,7 @@ def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
         (["--task", "can"], "holds lift demos but --task is can"),
         (["--input", "pi0+joints", "--model", "/nonexistent/pi0"], "no checkpoint directory at /nonexistent/pi0"),
         (["--mode", "sideways"], "mode must be one of head, residual, ensemble"),
+        (["--entropy-coefficient", "-1"], "--entropy-coefficient must be ≥ 0"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(

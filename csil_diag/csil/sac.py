@@ -130,12 +130,12 @@ class Learner:
     def temperature(self, state: SACState) -> jnp.ndarray:
         return jnp.exp(state.log_alpha) if not self.csil else jnp.asarray(self.config.entropy_coefficient)
 
-    def _penalty(self, state: SACState, x, base, sample: dict[str, jnp.ndarray], alpha) -> jnp.ndarray:
-        """β (log π − log π_BC) for csil (exact in z: the squash's Jacobian cancels), α log π for sacfd: (B,)."""
+    def _log_ratio(self, state: SACState, x, base, sample: dict[str, jnp.ndarray]) -> jnp.ndarray:
+        """log π − log π_BC for csil (exact in z: the squash's Jacobian cancels), log π for sacfd: (B,)."""
         if self.csil:
             ref_mean, ref_std = self.gaussian(state.reference, x, base)
-            return alpha * tg.log_ratio_pre_squash(sample["z"], sample["mean"], sample["std"], ref_mean, ref_std)
-        return alpha * sample["logp"]
+            return tg.log_ratio_pre_squash(sample["z"], sample["mean"], sample["std"], ref_mean, ref_std)
+        return sample["logp"]
 
     # ------------------------------------------------------------------ one update
     def _update(self, state: SACState, demo: Batch, online: Batch, key: jax.Array):
@@ -164,7 +164,7 @@ class Learner:
         # Critic.
         nxt = self.sample(state.actor, batch["next_x"], batch.get("next_base"), k_next)
         next_q = self.critic_model.apply(state.critic_target, batch["next_x"], batch.get("next_base"), nxt["a"]).min(0)
-        next_v = next_q - self._penalty(state, batch["next_x"], batch.get("next_base"), nxt, alpha)
+        next_v = next_q - alpha * self._log_ratio(state, batch["next_x"], batch.get("next_base"), nxt)
         if self.csil:
             next_v = jnp.minimum(next_v, self._value_cap())  # the reward's bound caps every return
         target = jax.lax.stop_gradient(soft_target(reward, batch["discount"], cfg.discount, next_v))
@@ -188,15 +188,15 @@ class Learner:
         def actor_loss(a_params):
             drawn = self.sample(a_params, batch["x"], batch.get("base"), k_actor)
             q = self.critic_model.apply(critic, batch["x"], batch.get("base"), drawn["a"]).min(0)
-            penalty = self._penalty(state, batch["x"], batch.get("base"), drawn, alpha)
-            return jnp.mean(penalty - q), (drawn["logp"], jnp.mean(penalty) / alpha)
+            log_ratio = self._log_ratio(state, batch["x"], batch.get("base"), drawn)
+            return jnp.mean(alpha * log_ratio - q), (drawn["logp"], jnp.mean(log_ratio))
 
-        (a_loss, (logp, penalty_mean)), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
+        (a_loss, (logp, kl_to_bc)), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
         updates, actor_opt = self._opt(cfg.actor_lr).update(a_grads, state.actor_opt, state.actor)
         actor = optax.apply_updates(state.actor, updates)
         metrics |= {"actor_loss": a_loss, "policy_entropy": -logp.mean(), "temperature": alpha}
         if self.csil:  # how far the actor has moved from π_BC (single-sample estimate of KL(π ‖ π_BC), nats)
-            metrics["actor_kl_to_bc"] = penalty_mean
+            metrics["actor_kl_to_bc"] = kl_to_bc
 
         # Temperature (sacfd): towards entropy −d_a.
         log_alpha, alpha_opt = state.log_alpha, state.alpha_opt

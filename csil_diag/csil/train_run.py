@@ -169,6 +169,7 @@ OPTION_NAMES: dict[str, str] = {
     "rl.reward_sign": "--reward-sign",
     "rl.reward_scale": "--reward-scale",
     "rl.demo_ratio": "--demo-ratio",
+    "rl.entropy_coefficient": "--entropy-coefficient",
     "rl.critic_pretrain_steps": "--critic-pretrain-steps",
 }
 
