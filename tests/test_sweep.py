@@ -389,3 +389,54 @@ def test_a_settings_sweep_runs_each_cell_with_its_settings_and_reports_them(lift
     sweep_meta, runs = load_sweep(out)
     text = "\n".join(t.get_text() for fig in settings_page(sweep_meta, runs) for t in fig.texts)
     assert "trunk=spectral" in text and "(trunk=plain)" in text  # the baseline is the cell with every remedy off
+
+
+def _cells_sweep(path: str, shared: dict, cells: list[tuple[str, dict, float, float]], width: int = 8) -> tuple:
+    """A sweep's report inputs without running it: per cell (--input, settings, AUROC, held-out NLL), 3 seeds."""
+    runs, metas = [], []
+    for number, (spec, settings, auroc, nll) in enumerate(cells):
+        label = f"c{number}"
+        metas.append({"label": label, "input": spec, "model": "m", "settings": settings})
+        online = pd.DataFrame({"seed": [0, 1, 2], "auroc_gauss_valid": [auroc - 0.01, auroc, auroc + 0.01]})
+        online = online.assign(split="online", auroc_valid=online.auroc_gauss_valid, success_rate=0.5)
+        valid = pd.DataFrame({"seed": [0, 1, 2], "split": "valid", "demo_nll": nll, "demo_mse": 0.04})
+        table = pd.concat([online, valid], ignore_index=True).assign(step=1000)
+        runs.append(({"label": label, "vla": {"width": width}}, table))
+    return {"path": path, "kind": "sweep", "shared": shared, "cells": metas}, runs
+
+
+def test_remedies_meet_their_baseline_across_sweeps_on_one_page() -> None:
+    """A remedy sweep's cells sit beside the slice sweep's baselines of the same input (the full width spelled
+    either way), with the demo fit relative to that baseline; other settings (steps, network) are another pool."""
+    from csil_diag.report.pdf import remedy_rows
+
+    shared = {"steps": 1000, "every": 1000, "hetstat": {"features": 64, "log_lengthscale_init": -5.0}}
+    slices = _cells_sweep("slices", shared, [("joints", {}, 0.6, -10.0), ("pi0[:8]+joints", {}, 0.5, 2.0)])
+    skip = {"hetstat.rf_skip": True, "hetstat.log_lengthscale_init": -4.0}
+    remedies = _cells_sweep(
+        "remedies",
+        {**shared, "every": 250, "hetstat": {"features": 64}},  # the schedule and the grid's keys may differ
+        [
+            ("joints", skip, 0.9, -9.0),
+            ("pi0+joints", skip, 0.8, 3.0),
+            ("pi0+joints", {"hetstat.rf_skip": False}, 0.0, 1.0),
+        ],
+    )
+    longer = _cells_sweep("longer", {**shared, "steps": 5000}, [("joints", skip, 0.7, -9.0)])
+    wider = _cells_sweep("wider", {**shared, "hetstat": {"features": 128}}, [("joints", skip, 0.7, -9.0)])
+    pools = remedy_rows([slices, remedies, longer, wider])
+    assert [paths for paths, _ in pools] == [["slices", "remedies"]]  # a pool without a baseline makes no page
+    rows = pools[0][1].set_index(["input", "remedy"])
+    assert list(rows.index) == [
+        ("joints", "baseline"),
+        ("joints", "log-lengthscale -4, rf skip"),
+        ("pi0+joints", "baseline"),  # the remedy sweep's rf_skip=false cell replaces the slice sweep's: one row each
+        ("pi0+joints", "log-lengthscale -4, rf skip"),
+    ]
+    assert rows.loc[("pi0+joints", "baseline"), "auroc_gauss"][0] == pytest.approx(0.0)
+    # NLL Δ > 0 means a worse (higher) fit, whether the NLL is negative or positive
+    assert rows.loc[("joints", "log-lengthscale -4, rf skip"), "d_nll"] == pytest.approx(0.1)
+    assert rows.loc[("pi0+joints", "log-lengthscale -4, rf skip"), "d_nll"] == pytest.approx(2.0)
+    assert rows.d_mse.tolist() == [0.0] * 4
+    mean, lo, hi = rows.loc[("joints", "log-lengthscale -4, rf skip"), "auroc_gauss"]
+    assert mean == pytest.approx(0.9) and lo < mean < hi  # the seeds' t-interval

@@ -222,22 +222,7 @@ def settings_page(sweep: dict, cells: list[tuple[dict, pd.DataFrame]]) -> list[F
     so that a setting that separates by fitting the demos worse shows as such."""
     settings = {c["label"]: c.get("settings", {}) for c in sweep.get("cells", [])}
     baseline = next((label for label, st in settings.items() if _is_baseline(st)), None)
-    rows = []
-    for meta, table in cells:
-        label = meta["label"]
-        last = table[table.step == table.step.max()]
-        online, valid = last[last.split == "online"], last[last.split == "valid"]
-        rows.append(
-            {
-                "label": label,
-                "seeds": online.seed.nunique(),
-                "auroc_gauss": mean_t_interval(online.auroc_gauss_valid.dropna()),
-                "auroc_h": mean_t_interval(online.auroc_valid.dropna()),
-                "nll": float(valid.demo_nll.mean()),
-                "mse": float(valid.demo_mse.mean()),
-                "success": float(online.success_rate.mean()),
-            }
-        )
+    rows = [{"label": meta["label"], **_last_point(table)} for meta, table in cells]
     base = next((r for r in rows if r["label"] == baseline), None)
     header = f"{'cell':<44}{'seeds':>6}{'AUROC Σlogσ [95% CI]':>24}{'AUROC H':>9}{'NLL valid':>11}{'MSE valid':>11}"
     header += f"{'Δ MSE':>8}{'success':>9}"
@@ -258,6 +243,121 @@ def settings_page(sweep: dict, cells: list[tuple[dict, pd.DataFrame]]) -> list[F
         "A setting whose AUROC rises while Δ MSE rises too separates by fitting the demos worse.",
     ]
     return _text_pages("Settings: separation and demo fit", lines, mono=True)
+
+
+def _last_point(table: pd.DataFrame) -> dict:
+    """A cell's separation and held-out demo fit at its last BC step, over seeds."""
+    last = table[table.step == table.step.max()]
+    online, valid = last[last.split == "online"], last[last.split == "valid"]
+    return {
+        "seeds": online.seed.nunique(),
+        "auroc_gauss": mean_t_interval(online.auroc_gauss_valid.dropna()),
+        "auroc_h": mean_t_interval(online.auroc_valid.dropna()),
+        "nll": float(valid.demo_nll.mean()),
+        "mse": float(valid.demo_mse.mean()),
+        "success": float(online.success_rate.mean()),
+    }
+
+
+def _remedies_of(hetstat: dict) -> dict:
+    """The HetStat settings a remedy changes (the options of issue 12 and the lengthscale's initial value) that differ
+    from their defaults; {} is the baseline."""
+    from csil_diag.config import REMEDY_DEFAULTS, HetStatConfig
+
+    defaults = REMEDY_DEFAULTS | {"log_lengthscale_init": HetStatConfig().log_lengthscale_init}
+    changed = {k: hetstat.get(k, v) for k, v in defaults.items() if hetstat.get(k, v) != v}
+    if changed.get("trunk") != "spectral":
+        changed.pop("spectral_bound", None)
+    return changed
+
+
+def remedy_rows(sweeps: list[tuple[dict, list[tuple[dict, pd.DataFrame]]]]) -> list[tuple[list[str], pd.DataFrame]]:
+    """Every cell of the given sweeps (slice sweeps' cells are baselines) on one footing: one row per input and remedy
+    set, with the held-out NLL and MSE relative to the same input's baseline, pooled across the sweeps that measured
+    under the same settings otherwise (model, demos, steps, network…). Only pools with a remedy beside a baseline.
+    Returns [(sweep paths, rows)]."""
+    from csil_diag.config import REMEDY_DEFAULTS
+
+    pools: dict[str, tuple[list[str], list[dict]]] = {}
+    for sweep, cells in sweeps:
+        shared = {k: v for k, v in sweep.get("shared", {}).items() if k not in (*_SCHEDULE_ONLY, "kind")}
+        hetstat_shared = shared.pop("hetstat", {})
+        by_label = {c["label"]: c for c in sweep.get("cells", [])}
+        for meta, table in cells:
+            cell = by_label.get(meta["label"], {})
+            hetstat = hetstat_shared | {
+                k.split(".", 1)[1]: v for k, v in cell.get("settings", {}).items() if k.startswith("hetstat.")
+            }
+            remedies = _remedies_of(hetstat)
+            others = {k: v for k, v in cell.get("settings", {}).items() if not k.startswith("hetstat.")}
+            network = {k: v for k, v in hetstat.items() if k not in (*REMEDY_DEFAULTS, "log_lengthscale_init")}
+            key = json.dumps([shared, network, others, cell.get("model")], sort_keys=True, default=str)
+            paths, rows = pools.setdefault(key, ([], []))
+            if sweep["path"] not in paths:
+                paths.append(sweep["path"])
+            remedy = ", ".join(_remedy_name(k, v) for k, v in sorted(remedies.items())) or "baseline"
+            spec = _full_width_spelled_once(cell.get("input", meta["label"]), (meta.get("vla") or {}).get("width"))
+            rows.append({"input": spec, "remedy": remedy, **_last_point(table)})
+    out = []
+    for paths, rows in pools.values():
+        frame = pd.DataFrame(rows).drop_duplicates(["input", "remedy"], keep="last")
+        base = frame[frame.remedy == "baseline"].set_index("input")
+        base_nll = frame.input.map(base.nll)
+        frame["d_nll"] = (frame.nll - base_nll) / base_nll.abs()  # > 0: a worse (higher) NLL, whatever its sign
+        frame["d_mse"] = frame.mse / frame.input.map(base.mse) - 1
+        if (frame.remedy != "baseline").any() and frame.d_mse.notna().any() and (frame.remedy == "baseline").any():
+            frame = frame.assign(_o=frame.input.map(_input_order), _b=frame.remedy != "baseline")
+            out.append((paths, frame.sort_values(["_o", "_b"], kind="stable").drop(columns=["_o", "_b"])))
+    return out
+
+
+_REMEDY_NAMES = {
+    "learn_lengthscale": {False: "fixed lengthscale"},
+    "rf_skip": {True: "rf skip"},
+    "head": {"posterior": "posterior head"},
+}
+
+
+def _remedy_name(key: str, value) -> str:
+    if key == "log_lengthscale_init":
+        return f"log-lengthscale {value:g}"
+    return _REMEDY_NAMES.get(key, {}).get(value, f"{key}={value}")
+
+
+def _input_order(spec: str) -> tuple[bool, int, str]:
+    """Without the object first, then by π0 width (0 without π0, the whole site last)."""
+    tokens = spec.split("+")
+    width = next((int(t[5:-1]) for t in tokens if t.startswith("pi0[:") and t[5:-1].isdigit()), None)
+    if width is None:
+        width = 1 << 30 if "pi0" in tokens else 0
+    return "object" in tokens, width, spec
+
+
+def _full_width_spelled_once(spec: str, width: int | None) -> str:
+    """pi0[:W] at the site's whole width W is pi0 (a slice sweep spells its full-width cell the long way)."""
+    return "+".join("pi0" if width and token == f"pi0[:{width}]" else token for token in spec.split("+"))
+
+
+def remedies_page(paths: list[str], frame: pd.DataFrame) -> list[Figure]:
+    """Remedies × inputs (widths): separation beside the demo fit relative to the same input's baseline."""
+    header = f"{'input':<24}{'remedy':<47}{'AUROC Σlogσ [95% CI]':>22}{'AUROC H':>9}{'NLL (Δ)':>17}{'MSE (Δ)':>17}"
+    lines = ["Sweeps: " + ", ".join(paths), "", header, "-" * len(header)]
+    for r in frame.itertuples():
+        (g, glo, ghi), (h, _, _) = r.auroc_gauss, r.auroc_h
+        d_nll = f"({100 * r.d_nll:+.1f}%)" if r.remedy != "baseline" and math.isfinite(r.d_nll) else ""
+        d_mse = f"({100 * r.d_mse:+.1f}%)" if r.remedy != "baseline" and math.isfinite(r.d_mse) else ""
+        ci = f"[{glo:.2f}, {ghi:.2f}]" if math.isfinite(glo) else "(1 seed)"
+        lines.append(
+            f"{r.input[:23]:<24}{r.remedy[:46]:<47}{g:>8.3f} {ci:<13}{h:>9.3f}"
+            f"{r.nll:>8.2f} {d_nll:<8}{r.mse:>8.4f} {d_mse:<8}"
+        )
+    lines += [
+        "",
+        "Last BC step, mean over seeds; every cell of the sweeps above, measured under the same settings but the",
+        "remedy. Δ: against the same input's baseline (every remedy off); NLL Δ > 0 is a worse held-out fit. A remedy",
+        "whose AUROC rises only with a worse NLL or MSE separates by fitting the demos worse.",
+    ]
+    return _text_pages("Remedies × inputs: separation and demo fit", lines, mono=True)
 
 
 def _is_baseline(settings: dict) -> bool:
@@ -351,6 +451,8 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
             pages += [("audit", f) for f in audit_page(read_json_file(audit, "rerun `csil-diag compare` with --base"))]
         if sweep.get("kind") == "sweep":
             pages += [(f"settings{number}", f) for f in settings_page(sweep, cells)]
+    for number, (paths, frame) in enumerate(remedy_rows(sweeps)):
+        pages += [(f"remedies{number}", f) for f in remedies_page(paths, frame)]
     tables = []
     for number, (paths, summary) in enumerate(width_groups(sweeps)):
         table = separation_by_width(summary)
