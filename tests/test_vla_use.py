@@ -224,6 +224,45 @@ def test_entropy_run_with_pi0_input_composes_with_the_vla(
     assert again.vla is None  # finished: π0 was not loaded
 
 
+@pytest.mark.slow
+def test_side_by_side_rollouts_give_the_numbers_of_separate_ones(
+    models: tuple[Path, Path], demos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A point's stochastic and deterministic rollouts share each step's π0 call and env round trip: every number
+    must equal the one the two rollouts give one after the other (unequal groups: 2 stochastic, 1 deterministic)."""
+    from csil_diag.diag import entropy_run
+
+    infer = VLAPolicy.infer
+    calls = {"n": 0}
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return infer(self, *args, **kwargs)
+
+    ensure_embeddings(VLAPolicy.load(models[0], batch_size=BATCH), demos)  # cached before counting
+    monkeypatch.setattr(VLAPolicy, "infer", counted)
+    config = _entropy_config(demos, models[0], episodes=2, eval_episodes=1, steps=1, every=1)
+    runs = {}
+    for joint in (True, False):
+        monkeypatch.setattr(entropy_run, "JOINT_ROLLOUT_ENVS", 16 if joint else 0)
+        run = EntropyRun(config, tmp_path / str(joint), workers=0)
+        assert run.joint_rollouts is joint and run.n_envs == (3 if joint else 2) and run.policy_batch == 2
+        start = calls["n"]
+        runs[joint] = (run.run(), calls["n"] - start)
+    pd.testing.assert_frame_equal(runs[True][0], runs[False][0])
+    online = runs[True][0][runs[True][0].split == "online"]
+    assert online.n_states.gt(0).all() and online.success_rate.notna().all()
+    for name in ("seed0_step00000000.npz", "seed0_step00000001.npz"):
+        joint_states, separate_states = (
+            np.load(tmp_path / "True" / "features" / name),
+            np.load(tmp_path / "False" / "features" / name),
+        )
+        for key in ("x", "episode", "t", "success"):
+            np.testing.assert_array_equal(joint_states[key], separate_states[key])
+    # One model call a step for both kinds, instead of one each.
+    assert 0 < runs[True][1] < runs[False][1]
+
+
 def test_lowdim_identity_has_no_vla_fields(lift_demos: Path) -> None:
     config = EntropyConfig(task="lift", input="joints+object", demos=str(lift_demos))
     assert not config.uses_vla and default_mode("joints+object") == "head"

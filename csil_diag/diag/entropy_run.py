@@ -40,7 +40,13 @@ from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
 from csil_diag.diag.phases import phase
-from csil_diag.diag.rollouts import RolloutResult, episode_seeds, run_episodes, save_online_states
+from csil_diag.diag.rollouts import (
+    RolloutResult,
+    episode_seeds,
+    run_episodes,
+    run_episodes_together,
+    save_online_states,
+)
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
@@ -70,6 +76,7 @@ if TYPE_CHECKING:
     from csil_diag.vla.policy import VLAPolicy
 
 TRAIN_CHUNK = 100  # BC steps per jitted call
+JOINT_ROLLOUT_ENVS = 16  # at most this many envs for running a point's two kinds of rollouts side by side
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,12 @@ class EntropyRun:
         self.out = Path(out)
         self.workers = workers
         self.spec = InputSpec.parse(config.input)
-        self.n_envs = max(config.episodes, config.eval_episodes)
+        # The HetStat acts on batches padded to this many rows (its samples depend on the batch shape).
+        self.policy_batch = max(config.episodes, config.eval_episodes)
+        # Stochastic and deterministic rollouts run side by side on their own envs (one π0 call and one env round
+        # trip a step for both) unless that would need too many envs; the numbers are the same either way (tested).
+        self.joint_rollouts = config.eval_episodes > 0 and config.episodes + config.eval_episodes <= JOINT_ROLLOUT_ENVS
+        self.n_envs = config.episodes + config.eval_episodes if self.joint_rollouts else self.policy_batch
         self.vla: VLAPolicy | None = None
         self.inputs: RunInputs | None = None
         self.config = config
@@ -406,20 +418,29 @@ class EntropyRun:
                 "valid": (self.valid, self._evaluate(params, self.valid, eval_seed + 1)),
             }
         seeds = episode_seeds(seed, max(cfg.episodes, cfg.eval_episodes))
-        with phase("rollouts_stochastic"):
-            online: RolloutResult = run_episodes(
-                venv, self.make_policy(params, True, eval_seed + 2, venv.n_envs), seeds[: cfg.episodes]
-            )
+        stochastic = self.make_policy(params, True, eval_seed + 2, self.policy_batch)
+        deterministic = self.make_policy(params, False, eval_seed + 4, self.policy_batch)
+        det: RolloutResult | None = None
+        if self.joint_rollouts:
+            with phase("rollouts"):
+                online, det = run_episodes_together(
+                    venv,
+                    [
+                        (stochastic, seeds[: cfg.episodes], range(cfg.episodes)),
+                        (deterministic, seeds[: cfg.eval_episodes], range(cfg.episodes, venv.n_envs)),
+                    ],
+                )
+        else:
+            with phase("rollouts_stochastic"):
+                online = run_episodes(venv, stochastic, seeds[: cfg.episodes])
         with phase("online_states"):
             online_metrics = self.evaluate(
                 params, self.normalizer(online.features), self._base(online.base_actions), eval_seed + 3
             )
-        success = float("nan")
-        if cfg.eval_episodes:
+        if cfg.eval_episodes and det is None:
             with phase("rollouts_deterministic"):
-                deterministic = self.make_policy(params, False, eval_seed + 4, venv.n_envs)
                 det = run_episodes(venv, deterministic, seeds[: cfg.eval_episodes])
-            success = det.success_rate
+        success = float("nan") if det is None else det.success_rate
         base = {
             "task": cfg.task,
             "input": cfg.input,

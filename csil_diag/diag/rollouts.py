@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,60 +45,118 @@ def episode_seeds(seed: int, n: int, salt: int = 0xE17, first: int = 0) -> list[
 
 def run_episodes(venv: VectorEnv, policy: Policy, seeds: list[int], on_step: Progress | None = None) -> RolloutResult:
     """Run one episode per seed, using all envs of ``venv`` in parallel (waves if seeds > envs)."""
-    queue = list(enumerate(seeds))
-    running: dict[int, int] = {}  # env index -> episode index
-    obs: dict[int, dict[str, np.ndarray]] = {}
-    fresh: set[int] = set()  # envs whose current observation starts an episode
+    return run_episodes_together(venv, [(policy, seeds, range(venv.n_envs))], on_step)[0]
 
-    def start(env_ids: list[int]) -> None:
+
+def run_episodes_together(
+    venv: VectorEnv, groups: Sequence[tuple[Policy, list[int], Sequence[int]]], on_step: Progress | None = None
+) -> list[RolloutResult]:
+    """Several policies' episodes in one lockstep loop: group (policy, seeds, env ids) runs its seeds on its own
+    envs (waves if seeds > envs), and every step is one batched step of all envs. A group's results are those it
+    would give alone on the same number of envs (each sees its envs renumbered by position); what is shared is the
+    env workers' round trip and, where the policies query one VLA, one model call for all groups a step
+    (:func:`csil_diag.vla.policy.query_together`)."""
+    from csil_diag.vla.policy import query_together
+
+    all_envs = [i for _, _, envs in groups for i in envs]
+    if len(set(all_envs)) != len(all_envs) or not set(all_envs) <= set(range(venv.n_envs)):
+        raise ValueError(f"groups need disjoint env ids within 0 … {venv.n_envs - 1}, got {all_envs}")
+    states = [_GroupState(policy, seeds, list(envs)) for policy, seeds, envs in groups]
+    obs: dict[int, dict[str, np.ndarray]] = {}
+    with phase("rollout/env_reset"):
+        obs.update(venv.reset({i: s for g in states for i, s in g.start(g.envs).items()}))
+    n_done = 0
+    while any(g.running for g in states):
+        active = [g for g in states if g.running]
+        with phase("rollout/policy"):
+            shared = [(g.vla_actor, *g.inputs(obs)) for g in active if g.vla_actor is not None]
+            if len(shared) > 1:
+                with phase("rollout/policy/pi0"):
+                    query_together(shared)
+            for g in active:
+                g.act(obs)
+        with phase("rollout/env_step"):  # the workers' physics and rendering, as the caller waits for them
+            results = venv.step({i: a for g in active for i, a in g.pending.items()})
+        restart: dict[int, int] = {}
+        for g in active:
+            finished = g.record(results, obs)
+            n_done += len(finished)
+            restart |= g.start(finished)
+        if restart:
+            with phase("rollout/env_reset"):
+                obs.update(venv.reset(restart))
+        if on_step is not None:
+            on_step(n_done, int(sum(g.lengths.sum() for g in states)))
+    return [g.result() for g in states]
+
+
+class _GroupState:
+    """One group's episodes in :func:`run_episodes_together`: its queue, running envs and records."""
+
+    def __init__(self, policy: Policy, seeds: list[int], envs: list[int]) -> None:
+        self.policy = policy
+        self.vla_actor = getattr(policy, "vla_actor", None)
+        self.envs = envs
+        self.local = {env: k for k, env in enumerate(envs)}  # the policy sees envs numbered as if alone
+        self.queue = list(enumerate(seeds))
+        self.running: dict[int, int] = {}  # env id -> episode index
+        self.fresh: set[int] = set()  # envs whose current observation starts an episode
+        self.pending: dict[int, np.ndarray] = {}
+        self.feats: list[np.ndarray] = []
+        self.bases: list[np.ndarray] = []
+        self.episode_of: list[np.ndarray] = []
+        self.success = np.zeros(len(seeds), bool)
+        self.lengths = np.zeros(len(seeds), int)
+
+    def start(self, env_ids: list[int]) -> dict[int, int]:
+        """Assign the next queued episodes to these envs; returns env id → episode seed to reset with."""
         todo = {}
         for i in env_ids:
-            if queue:
-                episode, seed = queue.pop(0)
-                running[i] = episode
+            if self.queue:
+                episode, seed = self.queue.pop(0)
+                self.running[i] = episode
                 todo[i] = seed
-        with phase("rollout/env_reset"):
-            obs.update(venv.reset(todo))
-        fresh.update(todo)
+        self.fresh.update(todo)
+        return todo
 
-    start(list(range(venv.n_envs)))
-    feats: list[np.ndarray] = []
-    bases: list[np.ndarray] = []
-    episode_of: list[np.ndarray] = []
-    success = np.zeros(len(seeds), bool)
-    lengths = np.zeros(len(seeds), int)
-    n_done = 0
-    while running:
-        ids = sorted(running)
-        with phase("rollout/policy"):
-            actions, features, base = policy([obs[i] for i in ids], ids, [i in fresh for i in ids])
-        fresh.clear()
-        feats.append(np.asarray(features))
+    def inputs(self, obs: dict[int, dict[str, np.ndarray]]) -> tuple[list, list[int], list[bool]]:
+        """This step's (observations, the policy's env numbers, fresh flags), in env order."""
+        ids = sorted(self.running)
+        return [obs[i] for i in ids], [self.local[i] for i in ids], [i in self.fresh for i in ids]
+
+    def act(self, obs: dict[int, dict[str, np.ndarray]]) -> None:
+        ids = sorted(self.running)
+        actions, features, base = self.policy(*self.inputs(obs))
+        self.fresh.clear()
+        self.feats.append(np.asarray(features))
         if base is not None:
-            bases.append(np.asarray(base))
-        episode_of.append(np.array([running[i] for i in ids]))
-        with phase("rollout/env_step"):  # the workers' physics and rendering, as the caller waits for them
-            results = venv.step({i: actions[k] for k, i in enumerate(ids)})
+            self.bases.append(np.asarray(base))
+        self.episode_of.append(np.array([self.running[i] for i in ids]))
+        self.pending = {i: actions[k] for k, i in enumerate(ids)}
+
+    def record(self, results: dict[int, tuple], obs: dict[int, dict[str, np.ndarray]]) -> list[int]:
+        """Book this group's step results; returns the envs whose episode ended."""
         finished = []
-        for i, (next_obs, _reward, done, succ) in results.items():
-            episode = running[i]
-            lengths[episode] += 1
-            success[episode] |= succ
+        for i in self.pending:
+            next_obs, _reward, done, succ = results[i]
+            episode = self.running[i]
+            self.lengths[episode] += 1
+            self.success[episode] |= succ
             obs[i] = next_obs
             if done:
                 finished.append(i)
-                del running[i]
-        start(finished)
-        n_done += len(finished)
-        if on_step is not None:
-            on_step(n_done, int(lengths.sum()))
-    return RolloutResult(
-        features=np.concatenate(feats),
-        base_actions=np.concatenate(bases) if bases else None,
-        episode=np.concatenate(episode_of),
-        success=success,
-        lengths=lengths,
-    )
+                del self.running[i]
+        self.pending = {}
+        return finished
+
+    def result(self) -> RolloutResult:
+        return RolloutResult(
+            features=np.concatenate(self.feats),
+            base_actions=np.concatenate(self.bases) if self.bases else None,
+            episode=np.concatenate(self.episode_of),
+            success=self.success,
+            lengths=self.lengths,
+        )
 
 
 def time_in_episode(episode: np.ndarray) -> np.ndarray:

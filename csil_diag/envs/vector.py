@@ -73,7 +73,9 @@ class VectorEnv:
         ctx = mp.get_context("spawn")
         parent_info = spawner()
         counts = [n_envs // self.workers + (w < n_envs % self.workers) for w in range(self.workers)]
-        self._where = [(w, i) for w, c in enumerate(counts) for i in range(c)]
+        # Round robin, so that every worker holds envs of each contiguous range (a joint rollout's groups) and
+        # none idles while another steps a whole group.
+        self._where = [(i % self.workers, i // self.workers) for i in range(n_envs)]
         for count in counts:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(child, task, count, env_kwargs, parent_info), daemon=True)

@@ -91,4 +91,5 @@ class RolloutActor:
                 actions = self.actions(params, raw, vla_actions, key, stochastic)
             return actions, raw, vla_actions
 
+        policy.vla_actor = self.vla_actor  # lets a joint rollout batch this policy's π0 queries with others'
         return policy

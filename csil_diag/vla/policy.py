@@ -200,7 +200,8 @@ class ChunkedActor:
 
     ``actor(obs_list, envs, fresh)`` → (actions (n, 7), embeddings (n, width)). Envs that start an episode or
     have used ``replan`` actions of their chunk are queried together in one batch; the others take the next
-    action of their chunk and keep the embedding of the state that chunk was computed for.
+    action of their chunk and keep the embedding of the state that chunk was computed for. Several actors of one
+    model can share each step's model call (:func:`query_together`).
     """
 
     def __init__(self, policy: VLAPolicy, task: str, replan: int, first_noise_id: int = 0) -> None:
@@ -211,25 +212,66 @@ class ChunkedActor:
         self.replan = int(replan)
         self.queries = 0  # observations sent to the model
         self.first_noise_id = int(first_noise_id)  # query i uses noise id first_noise_id + i
-        self.calls = 0  # batched model calls
+        self.calls = 0  # batched model calls this actor took part in
         self._chunk: dict[int, np.ndarray] = {}
         self._embedding: dict[int, np.ndarray] = {}
         self._used: dict[int, int] = {}
+        self._answered: set[int] = set()  # envs whose query for the current step :func:`query_together` made
+
+    def _need(self, envs: Sequence[int], fresh: Sequence[bool]) -> list[int]:
+        """Positions in ``envs`` that need a new chunk now."""
+        return [
+            k
+            for k, env in enumerate(envs)
+            if env not in self._answered and (fresh[k] or self._used.get(env, self.replan) >= self.replan)
+        ]
+
+    def _noise_ids(self, n: int) -> list[int]:
+        first = self.first_noise_id + self.queries
+        self.queries += n
+        return list(range(first, first + n))
+
+    def _store(self, env: int, chunk: np.ndarray, embedding: np.ndarray) -> None:
+        self._chunk[env], self._embedding[env], self._used[env] = chunk, embedding, 0
 
     def __call__(
         self, obs_list: Sequence[Mapping[str, np.ndarray]], envs: Sequence[int], fresh: Sequence[bool]
     ) -> tuple[np.ndarray, np.ndarray]:
-        need = [k for k, env in enumerate(envs) if fresh[k] or self._used.get(env, self.replan) >= self.replan]
-        if need:
-            ids = list(range(self.first_noise_id + self.queries, self.first_noise_id + self.queries + len(need)))
-            out = self.policy([obs_list[k] for k in need], self.task, ids)
-            self.queries += len(need)
-            self.calls += 1
-            for j, k in enumerate(need):
-                env = envs[k]
-                self._chunk[env], self._embedding[env], self._used[env] = out.actions[j], out.embedding[j], 0
+        query_together([(self, obs_list, envs, fresh)])
+        self._answered.clear()
         actions = np.stack([self._chunk[e][self._used[e]] for e in envs])
         embeddings = np.stack([self._embedding[e] for e in envs])
         for e in envs:
             self._used[e] += 1
         return actions, embeddings
+
+
+def query_together(
+    calls: Sequence[tuple[ChunkedActor, Sequence[Mapping[str, np.ndarray]], Sequence[int], Sequence[bool]]],
+) -> None:
+    """Answer the queries several actors of one model need at this step with one batched model call.
+
+    ``calls``: (actor, obs_list, envs, fresh) as each actor's next ``__call__`` will receive them (env ids are each
+    actor's own). Each actor keeps its own noise ids, and π0's rows do not depend on what else is in the
+    batch, so every actor's actions and embeddings are those it would have computed alone (tested).
+    """
+    rows: list[Mapping[str, np.ndarray]] = []
+    ids: list[int] = []
+    owners: list[tuple[ChunkedActor, int]] = []
+    for actor, obs_list, envs, fresh in calls:
+        need = actor._need(envs, fresh)
+        if not need:
+            continue
+        if actor.policy is not calls[0][0].policy or actor.task != calls[0][0].task:
+            raise ValueError("actors sharing a model call must share the model and the task")
+        rows += [obs_list[k] for k in need]
+        ids += actor._noise_ids(len(need))
+        owners += [(actor, envs[k]) for k in need]
+        actor.calls += 1
+    if not rows:
+        return
+    actor0 = owners[0][0]
+    out = actor0.policy(rows, actor0.task, ids)
+    for j, (actor, env) in enumerate(owners):
+        actor._store(env, out.actions[j], out.embedding[j])
+        actor._answered.add(env)
