@@ -34,7 +34,7 @@ def point_breakdown(demos: str, inputs: tuple[str, ...] = ("joints+object", "pi0
             wall = time.perf_counter() - start
         seconds = dict(timer.seconds)
         rollouts = ("rollouts", "rollouts_stochastic", "rollouts_deterministic")  # side by side, or one after the other
-        top = ("load", "bc_train", "expert_states", *rollouts, "online_states")
+        top = ("load", "env_workers_start", "bc_train", "expert_states", *rollouts, "online_states")
         other = wall - sum(seconds.get(k, 0.0) for k in top)
         out[spec] = {
             "wall_s": round(wall, 1),

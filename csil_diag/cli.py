@@ -1100,6 +1100,9 @@ def bench(
 # ------------------------------------------------------------------------------------------- main
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    from csil_diag.cache import enable_compilation_cache
+
+    enable_compilation_cache()  # before JAX is imported: every command re-uses what earlier ones compiled
     try:
         app(standalone_mode=True)
     except UserError as exc:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -212,3 +213,26 @@ def test_phase_timing_breaks_a_run_down_without_changing_it(lift_demos: Path, ti
     timed = pd.read_parquet(tmp_path / "timed" / "entropy.parquet")
     untimed = pd.read_parquet(tiny_run / "entropy.parquet")  # other tests may have added seeds to it
     pd.testing.assert_frame_equal(timed, untimed[untimed.seed == 0].reset_index(drop=True))
+
+
+_ENTROPY_RUN = """
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+from test_entropy import tiny_config
+from csil_diag.diag.entropy_run import EntropyRun
+
+table = EntropyRun(tiny_config(Path(sys.argv[3])), Path(out).with_suffix(""), workers=0).run()
+np.savez(out, **{c: table[c].to_numpy() for c in table.select_dtypes("number").columns})
+"""
+
+
+@pytest.mark.slow
+def test_a_run_from_the_persistent_compilation_cache_equals_a_fresh_compile(lift_demos: Path, fresh_and_cached) -> None:
+    """The CLI turns JAX's persistent compilation cache on by default: a whole run (BC, evaluation, rollouts) read from
+    it must give the numbers of a fresh compile."""
+    fresh, cached = fresh_and_cached(_ENTROPY_RUN, str(lift_demos), str(Path(__file__).parent))
+    assert fresh.keys() == cached.keys() and len(fresh) > 10
+    for column in fresh:
+        if column != "seconds":
+            np.testing.assert_array_equal(cached[column], fresh[column], err_msg=column)

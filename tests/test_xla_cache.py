@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from csil_diag.xla_cache import unbounded_while_loops
 
@@ -55,3 +60,41 @@ def test_programs_from_the_persistent_cache_equal_a_fresh_compile(
         h = np.tanh(h @ fresh["w"])
     np.testing.assert_allclose(cached["loop"], h, atol=1e-5)  # the loop ran its 3 steps
     np.testing.assert_allclose(cached["scan"], h, atol=1e-5)
+
+
+_COMPILE_ONE = """
+import sys
+from csil_diag.cache import enable_compilation_cache
+where = enable_compilation_cache()
+import jax, jax.numpy as jnp
+jax.jit(lambda x: jnp.tanh(x @ x).sum())(jnp.ones((8, 8))).block_until_ready()
+print(where, jax.config.jax_compilation_cache_dir)
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "default"),  # the CLI's default: <CSIL_DIAG_CACHE>/xla
+        ({"CSIL_DIAG_XLA_CACHE": "off"}, None),
+        ({"JAX_COMPILATION_CACHE_DIR": "USER"}, "user"),  # a cache the user set is left alone
+    ],
+)
+def test_the_cli_reuses_compiled_programs_unless_told_not_to(tmp_path: Path, env: dict, expected: str | None) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "CSIL_DIAG_XLA"))}
+    env = {k: str(tmp_path / "user") if v == "USER" else v for k, v in env.items()}
+    run_env = {
+        **base,
+        **env,
+        "CSIL_DIAG_CACHE": str(tmp_path / "root"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE], env=run_env, capture_output=True, text=True, check=True)
+    where, used = proc.stdout.split()  # what enable_compilation_cache returned, JAX's cache directory
+    written = {d.name for d in tmp_path.rglob("*") if d.is_file() and "-cache" in d.name}
+    if expected is None:
+        assert where == used == "None" and not written
+    else:
+        folder = tmp_path / ("root/xla" if expected == "default" else "user")
+        assert where == used == str(folder)
+        assert any(folder.iterdir()), "nothing was written to the compilation cache"

@@ -594,9 +594,11 @@ class EntropyRun:
 
     def _run(self, on_event: Callable[[str, int, int], None]) -> pd.DataFrame:
         cameras = {} if self.vla is None else {"cameras": self.vla.cameras, "image_size": self.vla.image_size}
-        with VectorEnv(
-            self.config.task, self.n_envs, workers=self.workers, seed=0, horizon=self.config.horizon, **cameras
-        ) as venv:
+        with phase("env_workers_start"):
+            venv = VectorEnv(
+                self.config.task, self.n_envs, workers=self.workers, seed=0, horizon=self.config.horizon, **cameras
+            )
+        with venv:
             for seed in self.config.seeds:
                 self.run_seed(venv, seed, on_event)
         return self.rebuild_table()

@@ -22,7 +22,7 @@ METHODS = ("pca", "umap", "tsne")
 def _umap():
     """umap-learn with numba's compiled functions cached on disk (the first call compiles for ~a minute)."""
     if "NUMBA_CACHE_DIR" not in os.environ:
-        from csil_diag.vla.default import cache_root
+        from csil_diag.cache import cache_root
 
         path = cache_root() / "numba"
         path.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from csil_diag import __version__
+from csil_diag.cache import cache_root
 from csil_diag.data.demos import DemoConfig, generate_demos
 from csil_diag.vla import config as vla_config
 from csil_diag.vla.adapter import TINY, with_expert_width
@@ -30,10 +31,6 @@ DEFAULT_TASK = "lift"
 DEFAULT_MODEL = with_expert_width(TINY, 256)
 DEFAULT_DEMOS = DemoConfig(task=DEFAULT_TASK, n=40, cameras=("agentview", "wrist"), image_size=84, seed=0)
 DEFAULT_TRAIN = TrainConfig(steps=600, batch_size=32, lr=1e-3, warmup_steps=50, seed=0, save_every=100)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CSIL_DIAG_CACHE") or "~/.cache/csil-diag").expanduser()
 
 
 def recipe() -> dict:
