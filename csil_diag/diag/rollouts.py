@@ -56,8 +56,6 @@ def run_episodes_together(
     would give alone on the same number of envs (each sees its envs renumbered by position); what is shared is the
     env workers' round trip and, where the policies query one VLA, one model call for all groups a step
     (:func:`csil_diag.vla.policy.query_together`)."""
-    from csil_diag.vla.policy import query_together
-
     all_envs = [i for _, _, envs in groups for i in envs]
     if len(set(all_envs)) != len(all_envs) or not set(all_envs) <= set(range(venv.n_envs)):
         raise ValueError(f"groups need disjoint env ids within 0 … {venv.n_envs - 1}, got {all_envs}")
@@ -69,12 +67,15 @@ def run_episodes_together(
     while any(g.running for g in states):
         active = [g for g in states if g.running]
         with phase("rollout/policy"):
-            shared = [(g.vla_actor, *g.inputs(obs)) for g in active if g.vla_actor is not None]
+            inputs = [g.inputs(obs) for g in active]
+            shared = [(g.vla_actor, *step[1:]) for g, step in zip(active, inputs, strict=True) if g.vla_actor]
             if len(shared) > 1:
+                from csil_diag.vla.policy import query_together
+
                 with phase("rollout/policy/pi0"):
                     query_together(shared)
-            for g in active:
-                g.act(obs)
+            for g, step in zip(active, inputs, strict=True):
+                g.act(*step)
         with phase("rollout/env_step"):  # the workers' physics and rendering, as the caller waits for them
             results = venv.step({i: a for g in active for i, a in g.pending.items()})
         restart: dict[int, int] = {}
@@ -119,14 +120,14 @@ class _GroupState:
         self.fresh.update(todo)
         return todo
 
-    def inputs(self, obs: dict[int, dict[str, np.ndarray]]) -> tuple[list, list[int], list[bool]]:
-        """This step's (observations, the policy's env numbers, fresh flags), in env order."""
+    def inputs(self, obs: dict[int, dict[str, np.ndarray]]) -> tuple[list[int], list, list[int], list[bool]]:
+        """This step's (env ids, their observations, the policy's env numbers, fresh flags), in env order."""
         ids = sorted(self.running)
-        return [obs[i] for i in ids], [self.local[i] for i in ids], [i in self.fresh for i in ids]
+        return ids, [obs[i] for i in ids], [self.local[i] for i in ids], [i in self.fresh for i in ids]
 
-    def act(self, obs: dict[int, dict[str, np.ndarray]]) -> None:
-        ids = sorted(self.running)
-        actions, features, base = self.policy(*self.inputs(obs))
+    def act(self, ids: list[int], obs_list: list, local: list[int], fresh: list[bool]) -> None:
+        """The policy's actions for this step's inputs (:meth:`inputs`), kept until :meth:`record`."""
+        actions, features, base = self.policy(obs_list, local, fresh)
         self.fresh.clear()
         self.feats.append(np.asarray(features))
         if base is not None:
