@@ -11,9 +11,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig
-from csil_diag.csil.bc import init_state, make_train_fn
+from csil_diag.csil.bc import init_state, make_optimizer, make_train_fn
 from csil_diag.diag.entropy import make_state_evaluator
 from csil_diag.envs.tasks import ACTION_DIM
 from csil_diag.policy.hetstat import HetStat
@@ -40,6 +41,56 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int = 20) -> float:
     b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
     f = jax.jit(lambda x, y: x @ y)
     return 2 * m * k * n / _time(lambda: f(a, b), repeats) / 1e9
+
+
+def stream_gbs(n: int = 32_000_000, iterations: int = 5, repeats: int = 5) -> float:
+    """GB/s of an fp32 stream x ← (x + 0.1·a)·0.5 over arrays far larger than the caches (128 MB each): the rate at
+    which an elementwise loop over parameters that do not fit in cache can run (3 × 4 bytes an element a pass)."""
+    a = jnp.ones((n,), jnp.float32)
+    f = jax.jit(lambda x, y: jax.lax.fori_loop(0, iterations, lambda _, x: (x + 0.1 * y) * 0.5, x))
+    return 3 * 4 * n * iterations / _time(lambda: f(a, a), repeats) / 1e9
+
+
+# optax's AdamW compiles, on XLA:CPU, to three elementwise loops per leaf: μ ← (read g, μ; write μ), ν ← (read g, ν;
+# write ν), θ ← (read θ, μ, ν; write θ) — ten fp32 passes over the parameters (profiled HLO).
+ADAMW_PASSES = 10
+
+
+def bc_param_count(cfg: HetStatConfig, width: int) -> int:
+    """Parameters of the HetStat trained by BC at input width ``width`` (no compilation: shapes only)."""
+    model = HetStat(cfg, ACTION_DIM, input_dim=width)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, width), jnp.float32))
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+
+
+def adamw_update_ms(params: Any, config: BCConfig, steps: int = 10, repeats: int = 3) -> float:
+    """Milliseconds of the BC optimizer's update alone over ``params`` (constant gradients; ``steps`` updates in one
+    jitted scan, as inside the BC step)."""
+    optimizer = make_optimizer(config)
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 1e-2), params)
+
+    @jax.jit
+    def run(params, state):
+        def body(carry, _):
+            p, s = carry
+            updates, s = optimizer.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        return jax.lax.scan(body, (params, state), None, length=steps)[0]
+
+    state = optimizer.init(params)
+    return 1e3 * _time(lambda: run(params, state), repeats) / steps
+
+
+def step_bound(useful_flop: float, matmul_gflops: float, update_ms: float) -> dict[str, float]:
+    """The fastest a BC step can be if its products ran at the matmul rate and its optimizer update (which runs after
+    them) took what it takes alone, and the useful fraction of the matmul rate that allows (1.0 with a free update)."""
+    products_ms = 1e3 * useful_flop / (matmul_gflops * 1e9)
+    return {
+        "products_ms_at_matmul_rate": round(products_ms, 2),
+        "bound_ms": round(products_ms + update_ms, 2),
+        "max_fraction_of_matmul_rate_useful": round(products_ms / (products_ms + update_ms), 2),
+    }
 
 
 def bc_step_flops(cfg: HetStatConfig, width: int, batch: int) -> dict[str, float]:
@@ -78,8 +129,12 @@ def bc_speed(width: int, covariance: str, batch: int = 256, steps: int = 20, rep
 
     per_step = _time(run, repeats) / steps
     flops = bc_step_flops(cfg, width, batch)
+    n_params = bc_param_count(cfg, width)
     return {
         "ms_per_step": round(1e3 * per_step, 2),
+        "parameters": n_params,
+        "adamw_gbytes_per_step": round(ADAMW_PASSES * 4 * n_params / 1e9, 3),
+        "adamw_update_ms": round(adamw_update_ms(state.params, bc), 2),
         "steps_per_s": round(1 / per_step, 2),
         "useful_gflop_per_step": round(flops["useful"] / 1e9, 2),
         "dense_equiv_gflop_per_step": round(flops["dense"] / 1e9, 2),
@@ -185,6 +240,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "256x1024x1024": round(matmul_gflops(256, 1024, 1024), 1),
         "1024x1024x1024": round(matmul_gflops(1024, 1024, 1024), 1),
     }
+    out["stream_gbs"] = round(stream_gbs(), 1)
     out["bc_step_batch256"] = {}
     bc = {(cov, w): bc_speed(w, cov, steps=10 if quick else 20) for cov in ("diagonal", "full") for w in widths}
     # Measured again after the steps: the machine's rate is the better of the two (a burst elsewhere lowers one).
@@ -195,6 +251,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             result = bc[cov, w]
             result["fraction_of_matmul_rate_dense_equiv"] = round(result["dense_equiv_gflops"] / peak, 2)
             result["fraction_of_matmul_rate_useful"] = round(result["useful_gflops"] / peak, 2)
+            result |= step_bound(result["useful_gflop_per_step"] * 1e9, peak, result["adamw_update_ms"])
             out["bc_step_batch256"][f"{cov}_D{w}"] = result
     out["sac_update"] = {}
     for algo in ("csil", "sacfd"):
