@@ -1068,9 +1068,9 @@ def bench(
     demos: Path = typer.Option(None, help="--point: lift demos with both cameras (e.g. the main job's)"),
     instruments: bool = typer.Option(False, help="instead: projections of 20k states in the three HetStat spaces"),
 ) -> None:
-    """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056) and SAC updates (csil, sacfd; widths 18, 1032)
-    against this machine's matmul rate,
-    entropy evaluation states/s, rollout steps/s with and without cameras. Prints JSON."""
+    """Speed: BC steps/s (batch 256; input widths 18, 1032, 2056; with each step's AdamW update timed alone and the
+    most of the matmul rate the step can reach with it) and SAC updates (csil, sacfd; widths 18, 1032) against this
+    machine's matmul rate, entropy evaluation states/s, rollout steps/s with and without cameras. Prints JSON."""
     import json
 
     if point:
