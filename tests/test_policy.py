@@ -159,6 +159,33 @@ def test_blocked_covariance_equals_dense_factor() -> None:
     )
 
 
+def test_blocked_covariance_step_equals_the_dense_step() -> None:
+    """Gradient and one AdamW step on the stored blocks equal those of the dense factor on its lower triangle."""
+    import optax
+
+    rng = np.random.default_rng(1)
+    f, a, nb = 48, 2, 3
+    dense = jnp.asarray(np.tril(0.2 * rng.standard_normal((a, f, f))), jnp.float32)
+    blocks = tuple(map(list, dense_to_blocks(np.asarray(dense), nb)))
+    phi = jnp.asarray(rng.standard_normal((6, f)) / 6, jnp.float32)
+    weight = jnp.asarray(rng.standard_normal((6, a)), jnp.float32)
+
+    def loss_dense(raw):
+        return jnp.sum(weight * jnp.log(full_variance(phi, raw)))
+
+    def loss_blocks(blocks):
+        return jnp.sum(weight * jnp.log(blocked_variance(phi, *blocks)))
+
+    g_dense, g_blocks = jax.grad(loss_dense)(dense), jax.grad(loss_blocks)(blocks)
+    assert np.all(np.triu(np.asarray(g_dense), 1) == 0)  # nothing above the diagonal is trained
+    np.testing.assert_allclose(blocks_to_dense(*g_blocks), g_dense, rtol=1e-4, atol=1e-6)
+    opt = optax.adamw(1e-2, weight_decay=1e-4)
+    new_dense = optax.apply_updates(dense, opt.update(g_dense, opt.init(dense), dense)[0])
+    new_blocks = optax.apply_updates(blocks, opt.update(g_blocks, opt.init(blocks), blocks)[0])
+    assert np.all(np.triu(np.asarray(new_dense), 1) == 0)
+    np.testing.assert_allclose(blocks_to_dense(*new_blocks), new_dense, rtol=1e-5, atol=1e-6)
+
+
 def test_hetstat_starts_at_the_prior() -> None:
     cfg = HetStatConfig(hidden=(32, 32), bottleneck=8, features=64, covariance_blocks=4)
     model = HetStat(cfg, 7)
