@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -43,12 +44,19 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int = 20) -> float:
     return 2 * m * k * n / _time(lambda: f(a, b), repeats) / 1e9
 
 
-def stream_gbs(n: int = 32_000_000, iterations: int = 5, repeats: int = 5) -> float:
-    """GB/s of an fp32 stream x ← (x + 0.1·a)·0.5 over arrays far larger than the caches (128 MB each): the rate at
+def per_iteration_s(timed: Callable[[int], float], few: int = 10, many: int = 30) -> float:
+    """Seconds one loop iteration adds: (t(many) − t(few)) / (many − few), so what a call pays once — fresh output
+    pages, copying non-donated inputs into the loop's buffers — cancels."""
+    return (timed(many) - timed(few)) / (many - few)
+
+
+def stream_gbs(n: int = 32_000_000, repeats: int = 5) -> float:
+    """GB/s of an fp32 stream x ← (x + 0.1·y)·0.5 over arrays far larger than the caches (128 MB each): the rate at
     which an elementwise loop over parameters that do not fit in cache can run (3 × 4 bytes an element a pass)."""
-    a = jnp.ones((n,), jnp.float32)
-    f = jax.jit(lambda x, y: jax.lax.fori_loop(0, iterations, lambda _, x: (x + 0.1 * y) * 0.5, x))
-    return 3 * 4 * n * iterations / _time(lambda: f(a, a), repeats) / 1e9
+    x = jnp.ones((n,), jnp.float32)
+    y = jnp.full((n,), 2.0, jnp.float32)
+    f = jax.jit(lambda x, y, k: jax.lax.fori_loop(0, k, lambda _, x: (x + 0.1 * y) * 0.5, x), static_argnames="k")
+    return 3 * 4 * n / per_iteration_s(lambda k: _time(lambda: f(x, y, k=k), repeats)) / 1e9
 
 
 # optax's AdamW compiles, on XLA:CPU, to three elementwise loops per leaf: μ ← (read g, μ; write μ), ν ← (read g, ν;
@@ -63,14 +71,14 @@ def bc_param_count(cfg: HetStatConfig, width: int) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
 
 
-def adamw_update_ms(params: Any, config: BCConfig, steps: int = 10, repeats: int = 3) -> float:
-    """Milliseconds of the BC optimizer's update alone over ``params`` (constant gradients; ``steps`` updates in one
-    jitted scan, as inside the BC step)."""
+def adamw_update_ms(params: Any, config: BCConfig, repeats: int = 3) -> float:
+    """Milliseconds of the BC optimizer's update alone over ``params`` (constant gradients, updates in one jitted scan
+    as inside the BC step; per update, see :func:`per_iteration_s`)."""
     optimizer = make_optimizer(config)
     grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 1e-2), params)
 
-    @jax.jit
-    def run(params, state):
+    @functools.partial(jax.jit, static_argnames="steps")
+    def run(params, state, steps: int):
         def body(carry, _):
             p, s = carry
             updates, s = optimizer.update(grads, s, p)
@@ -79,7 +87,7 @@ def adamw_update_ms(params: Any, config: BCConfig, steps: int = 10, repeats: int
         return jax.lax.scan(body, (params, state), None, length=steps)[0]
 
     state = optimizer.init(params)
-    return 1e3 * _time(lambda: run(params, state), repeats) / steps
+    return 1e3 * per_iteration_s(lambda k: _time(lambda: run(params, state, steps=k), repeats), 4, 20)
 
 
 def step_bound(useful_flop: float, matmul_gflops: float, update_ms: float) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.speed import adamw_update_ms, bc_param_count, step_bound
+from benchmarks.speed import adamw_update_ms, bc_param_count, per_iteration_s, step_bound
 from csil_diag.config import HetStatConfig
 
 
@@ -34,8 +34,13 @@ def test_bound_adds_the_update_after_the_products() -> None:
     assert bound["max_fraction_of_matmul_rate_useful"] == pytest.approx(25.34 / 40.34, abs=0.01)
 
 
-def test_adamw_update_costs_more_than_nothing_and_leaves_the_step_unchanged() -> None:
-    """The timed update is the BC optimizer's own: it runs on the model's tree without touching the caller's params."""
+def test_per_iteration_time_cancels_what_a_call_pays_once() -> None:
+    assert per_iteration_s(lambda k: 0.005 + 0.002 * k) == pytest.approx(0.002)
+    assert per_iteration_s(lambda k: 0.002 * k, 4, 12) == pytest.approx(0.002)
+
+
+def test_timing_the_adamw_update_leaves_the_callers_params_unchanged() -> None:
+    """The timed update is the BC optimizer's own, run on the model's tree without touching the caller's params."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -45,5 +50,5 @@ def test_adamw_update_costs_more_than_nothing_and_leaves_the_step_unchanged() ->
 
     params = HetStat(HetStatConfig(covariance="diagonal"), 7).init(jax.random.key(0), jnp.zeros((1, 18)))
     before = jax.tree_util.tree_map(np.asarray, params)
-    assert adamw_update_ms(params, BCConfig(), steps=2, repeats=1) > 0.0
+    assert np.isfinite(adamw_update_ms(params, BCConfig(), repeats=1))
     jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.tree_util.tree_map(np.asarray, params))
