@@ -50,13 +50,18 @@ def per_iteration_s(timed: Callable[[int], float], few: int = 10, many: int = 30
     return (timed(many) - timed(few)) / (many - few)
 
 
-def stream_gbs(n: int = 32_000_000, repeats: int = 5) -> float:
-    """GB/s of an fp32 stream x ← (x + 0.1·y)·0.5 over arrays far larger than the caches (128 MB each): the rate at
-    which an elementwise loop over parameters that do not fit in cache can run (3 × 4 bytes an element a pass)."""
+def stream_ms(n: int, repeats: int = 5, few: int = 10, many: int = 30) -> float:
+    """Milliseconds a pass of the fp32 stream x ← (x + 0.1·y)·0.5 over n elements takes (3 × 4 bytes an element)."""
     x = jnp.ones((n,), jnp.float32)
     y = jnp.full((n,), 2.0, jnp.float32)
     f = jax.jit(lambda x, y, k: jax.lax.fori_loop(0, k, lambda _, x: (x + 0.1 * y) * 0.5, x), static_argnames="k")
-    return 3 * 4 * n / per_iteration_s(lambda k: _time(lambda: f(x, y, k=k), repeats)) / 1e9
+    return 1e3 * per_iteration_s(lambda k: _time(lambda: f(x, y, k=k), repeats), few, many)
+
+
+def stream_gbs(n: int = 32_000_000) -> float:
+    """GB/s of :func:`stream_ms` over arrays far larger than the caches (128 MB each): the rate at which an elementwise
+    loop over parameters that do not fit in cache can run."""
+    return 3 * 4 * n / stream_ms(n) / 1e6
 
 
 # optax's AdamW compiles, on XLA:CPU, to three elementwise loops per leaf: μ ← (read g, μ; write μ), ν ← (read g, ν;
@@ -71,10 +76,9 @@ def bc_param_count(cfg: HetStatConfig, width: int) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
 
 
-def adamw_update_ms(params: Any, config: BCConfig, repeats: int = 3) -> float:
-    """Milliseconds of the BC optimizer's update alone over ``params`` (constant gradients, updates in one jitted scan
-    as inside the BC step; per update, see :func:`per_iteration_s`)."""
-    optimizer = make_optimizer(config)
+def optimizer_update_ms(params: Any, optimizer: optax.GradientTransformation, repeats: int = 3) -> float:
+    """Milliseconds of ``optimizer``'s update alone over ``params`` (constant gradients, updates in one jitted scan as
+    inside the BC step; per update, see :func:`per_iteration_s`)."""
     grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 1e-2), params)
 
     @functools.partial(jax.jit, static_argnames="steps")
@@ -88,6 +92,11 @@ def adamw_update_ms(params: Any, config: BCConfig, repeats: int = 3) -> float:
 
     state = optimizer.init(params)
     return 1e3 * per_iteration_s(lambda k: _time(lambda: run(params, state, steps=k), repeats), 4, 20)
+
+
+def adamw_update_ms(params: Any, config: BCConfig, repeats: int = 3) -> float:
+    """:func:`optimizer_update_ms` of the BC optimizer (AdamW) that ``config`` makes."""
+    return optimizer_update_ms(params, make_optimizer(config), repeats)
 
 
 def step_bound(useful_flop: float, matmul_gflops: float, update_ms: float) -> dict[str, float]:

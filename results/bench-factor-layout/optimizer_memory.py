@@ -1,7 +1,7 @@
 """Is AdamW's update over the full-covariance HetStat's 6.1 M parameters bound by memory? (record in
 optimizer_memory.txt; it corrects adamw_leaf.txt, whose a·2 + b comparison ran from the cache.)
 
-1. An fp32 stream x ← (x + 0.1·a)·0.5 at growing sizes: fast while its arrays fit in the cache, ~17 GB/s beyond.
+1. An fp32 stream x ← (x + 0.1·y)·0.5 at growing sizes: fast while its arrays fit in the cache, ~30 GB/s beyond.
 2. optax's AdamW on the BC parameter tree, updates in one jitted scan (as in the BC step), against plain SGD
    (3 passes) on the same tree: AdamW's ten passes over the parameters at the stream rate beyond cache.
 3. AdamW's loops on one 6.1 M leaf with and without the divisions and the square root: what its arithmetic adds to
@@ -13,38 +13,14 @@ usage: PYTHONPATH=. python results/bench-factor-layout/optimizer_memory.py
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.speed import ADAMW_PASSES, _time, per_iteration_s
+from benchmarks.speed import ADAMW_PASSES, _time, bc_param_count, optimizer_update_ms, per_iteration_s, stream_ms
 from csil_diag.config import HetStatConfig
 from csil_diag.envs.tasks import ACTION_DIM
 from csil_diag.policy.hetstat import HetStat
-
-
-def stream_ms(n: int) -> float:
-    x, y = jnp.ones((n,), jnp.float32), jnp.full((n,), 2.0, jnp.float32)
-    f = jax.jit(lambda x, y, k: jax.lax.fori_loop(0, k, lambda _, x: (x + 0.1 * y) * 0.5, x), static_argnames="k")
-    return 1e3 * per_iteration_s(lambda k: _time(lambda: f(x, y, k=k), 5), 10, 60)
-
-
-def update_ms(params, optimizer: optax.GradientTransformation) -> float:
-    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 1e-2), params)
-
-    @functools.partial(jax.jit, static_argnames="steps")
-    def run(params, state, steps: int):
-        def body(carry, _):
-            p, s = carry
-            updates, s = optimizer.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), None
-
-        return jax.lax.scan(body, (params, state), None, length=steps)[0]
-
-    state = optimizer.init(params)
-    return 1e3 * per_iteration_s(lambda k: _time(lambda: run(params, state, steps=k), 5), 4, 20)
 
 
 def leaf_ms(with_divisions: bool, n: int = 6_100_000) -> float:
@@ -71,19 +47,19 @@ def leaf_ms(with_divisions: bool, n: int = 6_100_000) -> float:
 
 def main() -> None:
     for n in (2_000_000, 6_100_000, 10_000_000, 25_000_000, 50_000_000):
-        ms = stream_ms(n)
+        ms = stream_ms(n, 5, 10, 60)
         print(
             f"stream over {n:>10,} floats (3 arrays, {3 * 4 * n / 1e6:5.0f} MB a pass): {ms:6.2f} ms = "
             f"{3 * 4 * n / ms / 1e6:5.1f} GB/s"
         )
     model = HetStat(HetStatConfig(covariance="full"), ACTION_DIM)
     params = model.init(jax.random.key(0), jnp.zeros((1, 1032), jnp.float32))
-    n = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    n = bc_param_count(HetStatConfig(covariance="full"), 1032)
     for name, opt, passes in (
         ("adamw", optax.adamw(1e-4, weight_decay=1e-4), ADAMW_PASSES),
         ("sgd", optax.sgd(1e-4), 3),
     ):
-        ms = update_ms(params, opt)
+        ms = optimizer_update_ms(params, opt, 5)
         print(
             f"{name} update over the D = 1032 full-covariance HetStat ({n:,} parameters, {passes} passes = "
             f"{passes * 4 * n / 1e6:.0f} MB): {ms:.2f} ms = {passes * 4 * n / ms / 1e6:.1f} GB/s"
