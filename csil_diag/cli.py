@@ -263,8 +263,8 @@ def _entropy_config(
     """The entropy run's config from the command line: the preset, then every option given explicitly."""
     from dataclasses import replace
 
-    from csil_diag.config import BCConfig, HetStatConfig
-    from csil_diag.diag.entropy_run import EntropyConfig, apply_preset, default_mode
+    from csil_diag.config import BCConfig, HetStatConfig, apply_preset
+    from csil_diag.diag.entropy_run import EntropyConfig, default_mode
 
     config = apply_preset(EntropyConfig(task=task, input=input, demos=str(demos)), preset)
     given = {
@@ -667,8 +667,8 @@ def train(
 ) -> None:
     """CSIL (BC → coherent reward → critic pre-training → SAC with reward refinement) or SACfD, with success and the
     online-vs-expert entropy evaluated as it learns (thesis Figs. 6.1–6.3)."""
-    from csil_diag.config import BCConfig, CSILConfig
-    from csil_diag.csil.train_run import TrainConfig, TrainRun, apply_preset
+    from csil_diag.config import BCConfig, CSILConfig, apply_preset
+    from csil_diag.csil.train_run import TrainConfig, TrainRun
     from csil_diag.diag.entropy_run import default_mode
 
     rl = {
@@ -1074,7 +1074,7 @@ def bench(
     import json
 
     if point:
-        from benchmarks.point import point_breakdown
+        from csil_diag.benchmarks.point import point_breakdown
 
         if demos is None or not demos.is_file():
             raise UserError(
@@ -1082,11 +1082,11 @@ def bench(
             )
         result = point_breakdown(str(demos))
     elif instruments:
-        from benchmarks.instruments import projection_speed
+        from csil_diag.benchmarks.instruments import projection_speed
 
         result = projection_speed()
     else:
-        from benchmarks.speed import run as run_bench
+        from csil_diag.benchmarks.speed import run as run_bench
 
         result = run_bench(quick=quick)
     text = json.dumps(result, indent=2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Any
 
 from csil_diag.errors import UserError
@@ -218,3 +218,61 @@ _CONFIGS: dict[str, type] = {
     "CriticConfig": CriticConfig,
     "CSILConfig": CSILConfig,
 }
+
+
+# ------------------------------------------------------------------------------------------ presets
+# The one registry of run presets, by run kind (a run config names its kind in ``KIND``). A value that is a dict
+# updates the nested config it names; any other value replaces the field.
+_SMALL_NETS = {
+    "hetstat": HetStatConfig(hidden=(256, 256), features=256, covariance_blocks=4),
+    "critic": CriticConfig(hidden=(256, 256)),
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "entropy": {
+        # A few minutes on 2 cores: the README's main command.
+        # Only the last parameters are kept (the full-width HetStat is ~40 MB a checkpoint).
+        "quick": {
+            "steps": 1000,
+            "every": 250,
+            "episodes": 4,
+            "eval_episodes": 4,
+            "seeds": (0,),
+            "k_samples": 16,
+            "checkpoints": "last",
+        },
+        # Thesis App. B / §6.3.1: 5k BC steps at lr 1e-4, 25 rollouts per point.
+        "thesis": {"steps": 5000, "every": 1000, "episodes": 25, "eval_episodes": 25, "seeds": (0, 1, 2)},
+    },
+    "train": {
+        # Tens of minutes a seed on 2 cores: 256-wide networks (App. B's widths cost ~10× per update on a CPU).
+        "quick": {
+            "steps": 20_000,
+            "eval_every": 5_000,
+            "eval_episodes": 10,
+            "entropy_episodes": 4,
+            "bc_steps": 2_000,
+            "buffer_size": 100_000,
+            "log_every": 500,
+            # App. B's 20k critic pre-training steps stay: with 2k the critic is far from its fixed point when RL
+            # starts and the actor follows its noise (measured: BC's 0.5 success fell to 0.1 within 6k steps).
+            "rl": {"learning_starts": 1_000},
+            **_SMALL_NETS,
+        },
+        # Thesis §5.2.3 / App. B: 250k steps, evaluations every 25k over 25 episodes, 4 seeds, App. B's networks.
+        "thesis": {"steps": 250_000, "eval_every": 25_000, "eval_episodes": 25, "seeds": (0, 1, 2, 3)},
+    },
+}
+
+
+def apply_preset(config: Any, preset: str | None) -> Any:
+    """``config`` with the named preset of its run kind (``type(config).KIND``) applied; None leaves it as it is."""
+    if preset is None:
+        return config
+    presets = PRESETS[type(config).KIND]
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+    values = {}
+    for name, value in presets[preset].items():
+        current = getattr(config, name)
+        values[name] = replace(current, **value) if isinstance(value, dict) and is_dataclass(current) else value
+    return replace(config, **values)

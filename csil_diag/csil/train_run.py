@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,8 @@ EVAL_SALT, TRAIN_SALT = 0xE7A1, 0x7A1  # episode seeds of evaluations and of tra
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (saved as config.json; must match on resume, seeds may be added)."""
+
+    KIND: ClassVar[str] = "train"  # its presets in config.PRESETS
 
     task: str
     input: str
@@ -172,40 +174,6 @@ OPTION_NAMES: dict[str, str] = {
     "rl.entropy_coefficient": "--entropy-coefficient",
     "rl.critic_pretrain_steps": "--critic-pretrain-steps",
 }
-
-_SMALL_NETS = {
-    "hetstat": HetStatConfig(hidden=(256, 256), features=256, covariance_blocks=4),
-    "critic": CriticConfig(hidden=(256, 256)),
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    # Tens of minutes a seed on 2 cores: 256-wide networks (App. B's widths cost ~10× per update on a CPU).
-    "quick": {
-        "steps": 20_000,
-        "eval_every": 5_000,
-        "eval_episodes": 10,
-        "entropy_episodes": 4,
-        "bc_steps": 2_000,
-        "buffer_size": 100_000,
-        "log_every": 500,
-        # App. B's 20k critic pre-training steps stay: with 2k the critic is far from its fixed point when RL starts
-        # and the actor follows its noise (measured: BC's 0.5 success fell to 0.1 within 6k steps).
-        "rl": {"learning_starts": 1_000},
-        **_SMALL_NETS,
-    },
-    # Thesis §5.2.3 / App. B: 250k steps, evaluations every 25k over 25 episodes, 4 seeds, App. B's networks.
-    "thesis": {"steps": 250_000, "eval_every": 25_000, "eval_episodes": 25, "seeds": (0, 1, 2, 3)},
-}
-
-
-def apply_preset(config: TrainConfig, preset: str | None) -> TrainConfig:
-    if preset is None:
-        return config
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
-    if "rl" in values:
-        values["rl"] = replace(config.rl, **values["rl"])
-    return replace(config, **values)
 
 
 # ------------------------------------------------------------------------------------ the run

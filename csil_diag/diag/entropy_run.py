@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,8 @@ JOINT_ROLLOUT_ENVS = 16  # at most this many envs for running a point's two kind
 @dataclass(frozen=True)
 class EntropyConfig:
     """Everything that defines an entropy run (saved as config.json; must match on resume)."""
+
+    KIND: ClassVar[str] = "entropy"  # its presets in config.PRESETS
 
     task: str
     input: str
@@ -193,22 +195,6 @@ OPTION_NAMES: dict[str, str] = {
     "bc.learning_rate": "--lr",
     "bc.batch_size": "--batch-size",
     "bc.mode": "--mode",
-}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # A few minutes on 2 cores: the README's main command.
-    # Only the last parameters are kept (the full-width HetStat is ~40 MB a checkpoint).
-    "quick": {
-        "steps": 1000,
-        "every": 250,
-        "episodes": 4,
-        "eval_episodes": 4,
-        "seeds": (0,),
-        "k_samples": 16,
-        "checkpoints": "last",
-    },
-    # Thesis App. B / §6.3.1: 5k BC steps at lr 1e-4, 25 rollouts per point.
-    "thesis": {"steps": 5000, "every": 1000, "episodes": 25, "eval_episodes": 25, "seeds": (0, 1, 2)},
 }
 
 
@@ -622,11 +608,3 @@ def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     data = read_json_file(path, "the run directory is damaged; rerun `csil-diag entropy` into another --out")
     data["config_obj"] = from_dict(EntropyConfig, {k: v for k, v in data["config"].items()})
     return data
-
-
-def apply_preset(config: EntropyConfig, preset: str | None) -> EntropyConfig:
-    if preset is None:
-        return config
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    return replace(config, **PRESETS[preset])
