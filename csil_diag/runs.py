@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -17,7 +18,6 @@ import pandas as pd
 from flax import serialization
 
 from csil_diag.errors import UserError
-from csil_diag.policy.hetstat import upgrade_legacy_factor
 
 
 def umask_mode() -> int:
@@ -60,6 +60,24 @@ def atomic_write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         raise
 
 
+# Upgrades of saved state dicts from older layouts, registered by the models that own them (the HetStat's factor):
+# the store restores any checkpoint through them without knowing a model.
+STATE_UPGRADES: list[Callable[[Any], Any]] = []
+
+
+def register_state_upgrade(upgrade: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Add ``upgrade`` (state dict → state dict, identity on today's layout) to what :func:`load_pytree` applies."""
+    if upgrade not in STATE_UPGRADES:
+        STATE_UPGRADES.append(upgrade)
+    return upgrade
+
+
+def _upgrade(state: Any) -> Any:
+    for upgrade in STATE_UPGRADES:
+        state = upgrade(state)
+    return state
+
+
 def save_pytree(path: str | os.PathLike, tree: Any) -> None:
     """A pytree (params, optimizer state) as flax msgpack, atomically."""
     atomic_write_bytes(path, serialization.to_bytes(tree))
@@ -71,7 +89,7 @@ def load_pytree(path: str | os.PathLike, target: Any) -> Any:
     if not path.exists():
         raise UserError(f"checkpoint {path} is missing; rerun the command that writes it")
     try:
-        state = upgrade_legacy_factor(serialization.msgpack_restore(path.read_bytes()))
+        state = _upgrade(serialization.msgpack_restore(path.read_bytes()))
         return serialization.from_state_dict(target, state)
     except Exception as exc:  # msgpack / structure errors
         raise UserError(

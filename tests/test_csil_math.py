@@ -51,7 +51,7 @@ def test_kl_estimate_is_zero_at_zero_and_positive_elsewhere():
 def _bc_like_params(key):
     """A HetStat whose mean is fitted to a = 0.5·x on x ∈ [−1, 1] and whose variance is trained down there."""
     from csil_diag.config import BCConfig
-    from csil_diag.csil.bc import init_state, make_train_fn
+    from csil_diag.policy.bc import init_state, make_train_fn
 
     model = HetStat(TINY, 1)
     x = np.linspace(-1, 1, 256, dtype=np.float32)[:, None]

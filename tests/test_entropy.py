@@ -199,7 +199,7 @@ def test_cli_errors_are_one_line(lift_demos: Path, tmp_path: Path, args: tuple[s
 
 
 def test_phase_timing_breaks_a_run_down_without_changing_it(lift_demos: Path, tiny_run: Path, tmp_path: Path) -> None:
-    from csil_diag.diag.phases import phase, timing
+    from csil_diag.phases import phase, timing
 
     with phase("nothing installed"):  # no timer: a no-op
         pass

@@ -208,7 +208,7 @@ def test_hetstat_starts_at_the_prior() -> None:
 def trained_small_hetstat():
     """A small HetStat after BC on 2-d actions of 3-d inputs in the cube [-1, 1]³."""
     from csil_diag.config import BCConfig
-    from csil_diag.csil.bc import init_state, make_train_fn
+    from csil_diag.policy.bc import init_state, make_train_fn
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (2000, 3)).astype(np.float32)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from csil_diag.config import HetStatConfig
-from csil_diag.diag.rollouts import load_online_states, time_in_episode
 from csil_diag.diag.trunk_probe import (
     HEAD,
     POSTERIOR,
@@ -22,6 +21,7 @@ from csil_diag.diag.trunk_probe import (
     reading,
 )
 from csil_diag.diag.verdict import NEGLIGIBLE_GAP
+from csil_diag.envs.rollouts import load_online_states, time_in_episode
 from csil_diag.errors import UserError
 from csil_diag.features.sources import term_columns
 from csil_diag.features.spec import InputSpec

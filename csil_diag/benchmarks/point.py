@@ -20,7 +20,7 @@ from typing import Any
 def point_breakdown(demos: str, inputs: tuple[str, ...] = ("joints+object", "pi0+joints"), steps: int = 250) -> dict:
     from csil_diag.config import apply_preset
     from csil_diag.diag.entropy_run import EntropyConfig, EntropyRun, default_mode
-    from csil_diag.diag.phases import phase, timing
+    from csil_diag.phases import phase, timing
 
     out: dict[str, Any] = {"demos": demos, "bc_steps": steps, "points": 2, "cores": os.cpu_count()}
     for spec in inputs:

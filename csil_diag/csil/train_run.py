@@ -39,21 +39,21 @@ import numpy as np
 import pandas as pd
 
 from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig, from_dict, hetstat_identity
-from csil_diag.csil.bc import init_state, make_train_fn
 from csil_diag.csil.critic import TwinCritic
 from csil_diag.csil.sac import Learner, SACState
 from csil_diag.data.buffer import ReplayBuffer, demo_transitions
 from csil_diag.data.robomimic import load_episode, open_demos, validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
-from csil_diag.diag.rollouts import episode_seeds, run_episodes
+from csil_diag.envs.rollouts import episode_seeds, run_episodes
 from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
 from csil_diag.features.dataset import check_demos_for_task, split_names
-from csil_diag.features.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
 from csil_diag.features.sources import check_sources, check_widths, model_sources, required_keys
 from csil_diag.features.spec import InputSpec
+from csil_diag.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
 from csil_diag.policy.actor import RolloutActor, make_act
+from csil_diag.policy.bc import init_state, make_train_fn
 from csil_diag.policy.hetstat import HetStat
 from csil_diag.runs import (
     RunDir,

@@ -36,11 +36,9 @@ import numpy as np
 import pandas as pd
 
 from csil_diag.config import BCConfig, HetStatConfig, from_dict, hetstat_identity
-from csil_diag.csil.bc import BCState, init_state, make_train_fn
 from csil_diag.data.robomimic import validate_demos
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
-from csil_diag.diag.phases import phase
-from csil_diag.diag.rollouts import (
+from csil_diag.envs.rollouts import (
     RolloutResult,
     episode_seeds,
     run_episodes,
@@ -51,11 +49,13 @@ from csil_diag.envs.tasks import ACTION_DIM, task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
 from csil_diag.features.dataset import DemoFeatures, check_demos_for_task
-from csil_diag.features.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
 from csil_diag.features.sources import check_sources, check_widths, model_sources, required_keys
 from csil_diag.features.spec import InputSpec
+from csil_diag.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
+from csil_diag.phases import phase
 from csil_diag.policy import tanh_gaussian as tg
 from csil_diag.policy.actor import RolloutActor, make_act
+from csil_diag.policy.bc import BCState, init_state, make_train_fn
 from csil_diag.policy.hetstat import HetStat
 from csil_diag.policy.posterior_head import fit_posterior_head
 from csil_diag.runs import (

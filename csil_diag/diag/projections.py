@@ -56,9 +56,9 @@ def project_run(
 ) -> pd.DataFrame:
     """Projections of one entropy run's first seed, written to ``<run>/projections/<method>.parquet``; returns
     rows (space, step, split, episode, t, success, x, y)."""
-    from csil_diag.diag.rollouts import time_in_episode
     from csil_diag.diag.run_states import check_steps, open_run
     from csil_diag.diag.trunk_probe import SPACES, representations
+    from csil_diag.envs.rollouts import time_in_episode
     from csil_diag.runs import atomic_write_parquet
 
     if method not in METHODS:

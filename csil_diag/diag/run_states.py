@@ -13,8 +13,8 @@ import jax
 import numpy as np
 
 from csil_diag.errors import UserError
-from csil_diag.features.inputs import RunInputs
 from csil_diag.features.normalize import Normalizer
+from csil_diag.inputs import RunInputs
 
 
 def check_steps(steps: str) -> None:
@@ -57,7 +57,7 @@ class RunStates:
     def _initial(self, seed: int) -> Any:
         """Step 0's parameters: a pure function of the seed (as the run initialised them)."""
         if seed not in self._fresh:
-            from csil_diag.csil.bc import init_state
+            from csil_diag.policy.bc import init_state
 
             width = self.normalizer.out_width
             self._fresh[seed] = init_state(self.model, self.config.bc, jax.random.key(seed), width).params
@@ -96,7 +96,7 @@ class RunStates:
         return fit_posterior_head(self.model, params, self.x_train, train.actions, base, mode)
 
     def online(self, seed: int, step: int) -> dict[str, np.ndarray]:
-        from csil_diag.diag.rollouts import load_online_states
+        from csil_diag.envs.rollouts import load_online_states
 
         return load_online_states(self._features(seed, step))
 
@@ -121,8 +121,8 @@ def open_run(run_dir: str | os.PathLike) -> RunStates:
     """An entropy run directory, its VLA (where the input needs one) and demo features loaded once."""
     from csil_diag.diag.entropy_run import load_config
     from csil_diag.envs.tasks import ACTION_DIM
-    from csil_diag.features.inputs import load_inputs, load_vla
     from csil_diag.features.spec import InputSpec
+    from csil_diag.inputs import load_inputs, load_vla
     from csil_diag.policy.hetstat import HetStat
 
     run_dir = Path(run_dir)

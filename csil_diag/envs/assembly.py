@@ -11,12 +11,11 @@ Importing this module registers the env with robosuite (its metaclass) under :da
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
 
-from csil_diag.envs.tasks import _import_robosuite
+from csil_diag.envs.suite import import_robosuite
 
 ENV_NAME = "CsilThreePieceAssembly"
 
@@ -264,8 +263,7 @@ _ENV_CLASS: type | None = None
 def register() -> type:
     """Define (once) and register the env class with robosuite; returns it."""
     global _ENV_CLASS
-    if _ENV_CLASS is None and "robosuite" not in sys.modules:
-        _import_robosuite()  # robosuite's import-time settings first; it calls back here
     if _ENV_CLASS is None:
+        import_robosuite()  # robosuite's import-time settings first
         _ENV_CLASS = _build_env_class()
     return _ENV_CLASS

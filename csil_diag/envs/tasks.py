@@ -8,15 +8,14 @@ datasets are read the same way.
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from csil_diag.envs.assembly import register as register_assembly
 from csil_diag.envs.culling import FrustumCuller
-from csil_diag.envs.gl import ensure_gl_backend
+from csil_diag.envs.suite import import_robosuite
 from csil_diag.errors import UserError
 
 ACTION_DIM = 7
@@ -79,20 +78,10 @@ def camera_names(cameras: tuple[str, ...] | list[str] | None) -> tuple[str, ...]
 
 
 def _import_robosuite() -> Any:
-    """Import robosuite with images the right way up and without its import-time chatter."""
-    if "robosuite" not in sys.modules:
-        ensure_gl_backend()
-        private = types.ModuleType("robosuite.macros_private")
-        private.IMAGE_CONVENTION = "opencv"  # robosuite renders upside-down (OpenGL) otherwise
-        private.CONSOLE_LOGGING_LEVEL = "ERROR"
-        sys.modules.setdefault("robosuite.macros_private", private)
-    import robosuite
-    from robosuite import macros
-
-    macros.IMAGE_CONVENTION = "opencv"
-    from csil_diag.envs.assembly import register
-
-    register()  # our own task's env class, so that robosuite.make (and robomimic's env_args) can name it
+    """robosuite (imported with our settings) with our own task's env class registered, so that robosuite.make (and
+    robomimic's env_args) can name it."""
+    robosuite = import_robosuite()
+    register_assembly()
     return robosuite
 
 

@@ -59,8 +59,9 @@ LOWDIM_SOURCES: dict[str, Source] = {
 }
 # Sources computed by a model (the VLA) rather than read from observations: their values are passed to
 # :func:`featurize` (cached embeddings for demos, live queries online); the width is the model's.
+PI0 = "pi0"  # the π0 embedding's source name (csil_diag.vla.embed computes it)
 MODEL_SOURCES: dict[str, str] = {
-    "pi0": "π0 embedding at --site (width: the model's, e.g. 32 for the tiny default's state site)",
+    PI0: "π0 embedding at --site (width: the model's, e.g. 32 for the tiny default's state site)",
 }
 
 

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from csil_diag.diag.phases import phase
 from csil_diag.features.normalize import Normalizer
-from csil_diag.features.sources import featurize
+from csil_diag.features.sources import PI0, featurize
 from csil_diag.features.spec import InputSpec
+from csil_diag.phases import phase
 from csil_diag.policy import tanh_gaussian as tg
 
 
@@ -58,13 +58,11 @@ class RolloutActor:
         self, obs_list: Sequence[Mapping[str, np.ndarray]], envs: Sequence[int], fresh: Sequence[bool]
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw (un-normalised) features (n, D) and the VLA's actions (n, A) | None for the given observations."""
-        from csil_diag.vla.embed import SOURCE
-
         vla_actions = embeddings = None
         if self.vla_actor is not None:
             with phase("rollout/policy/pi0"):
                 vla_actions, embeddings = self.vla_actor(obs_list, envs, fresh)
-        values = [None] * len(obs_list) if embeddings is None else [{SOURCE: e} for e in embeddings]
+        values = [None] * len(obs_list) if embeddings is None else [{PI0: e} for e in embeddings]
         with phase("rollout/policy/featurize"):
             raw = np.stack([featurize(self.spec, o, v) for o, v in zip(obs_list, values, strict=True)])
         return raw, vla_actions
@@ -80,7 +78,7 @@ class RolloutActor:
         return np.asarray(self.act(params, jnp.asarray(x), base, key, stochastic=stochastic))[: len(raw)]
 
     def policy(self, params, stochastic: bool, seed: int):
-        """A :data:`csil_diag.diag.rollouts.Policy` with these params; the key of call i is fold_in(key(seed), i)."""
+        """A :data:`csil_diag.envs.rollouts.Policy` with these params; the key of call i is fold_in(key(seed), i)."""
         counter = [0]
 
         def policy(obs_list, envs, fresh):

@@ -24,6 +24,7 @@ import numpy as np
 
 from csil_diag.config import HetStatConfig
 from csil_diag.policy.stationary import stationary_features
+from csil_diag.runs import register_state_upgrade
 
 
 def tril_with_exp_diag(raw: jnp.ndarray) -> jnp.ndarray:
@@ -87,6 +88,7 @@ def dense_to_blocks(raw: np.ndarray, n_blocks: int) -> tuple[list[np.ndarray], l
     return squares, below
 
 
+@register_state_upgrade
 def upgrade_legacy_factor(tree: Any) -> Any:
     """A restored state dict with every HetStat factor in today's layout.
 

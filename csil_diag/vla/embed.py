@@ -23,12 +23,12 @@ import numpy as np
 from csil_diag.data.robomimic import ALIASES, demo_sort_key, open_demos
 from csil_diag.errors import UserError
 from csil_diag.features.dataset import ModelOutputs, dataset_task
-from csil_diag.features.sources import LOWDIM_SOURCES
+from csil_diag.features.sources import LOWDIM_SOURCES, PI0
 from csil_diag.runs import atomic_write_bytes, file_fingerprint, now_utc
 from csil_diag.vla.adapter import STATE_SOURCE, state_from_obs
 from csil_diag.vla.policy import VLAPolicy
 
-SOURCE = "pi0"
+SOURCE = PI0
 # on_progress(states done, states in total)
 Progress = Callable[[int, int], None]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from csil_diag.diag.rollouts import Progress, run_episodes
+from csil_diag.envs.rollouts import Progress, run_episodes
 from csil_diag.envs.tasks import task_spec
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError

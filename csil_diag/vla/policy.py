@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -217,6 +218,11 @@ class ChunkedActor:
         self._embedding: dict[int, np.ndarray] = {}
         self._used: dict[int, int] = {}
         self._answered: set[int] = set()  # envs whose query for the current step :func:`query_together` made
+
+    @staticmethod
+    def query_together(calls: Sequence[tuple[ChunkedActor, Any, Sequence[int], Sequence[bool]]]) -> None:
+        """:func:`query_together`, reachable from an actor (rollouts batch actors' queries without importing vla)."""
+        query_together(calls)
 
     def _need(self, envs: Sequence[int], fresh: Sequence[bool]) -> list[int]:
         """Positions in ``envs`` that need a new chunk now."""

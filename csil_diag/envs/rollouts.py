@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from csil_diag.diag.phases import phase
 from csil_diag.envs.vector import VectorEnv
+from csil_diag.phases import phase
 
 # policy(observation dicts, their env indices, fresh) -> (actions (n, A), features (n, D), base actions (n, A) | None);
 # fresh[k] is True on the first observation of an episode (chunked policies re-plan there).
@@ -55,7 +55,7 @@ def run_episodes_together(
     envs (waves if seeds > envs), and every step is one batched step of all envs. A group's results are those it
     would give alone on the same number of envs (each sees its envs renumbered by position); what is shared is the
     env workers' round trip and, where the policies query one VLA, one model call for all groups a step
-    (:func:`csil_diag.vla.policy.query_together`)."""
+    (the actors' ``query_together``, e.g. :func:`csil_diag.vla.policy.query_together`)."""
     all_envs = [i for _, _, envs in groups for i in envs]
     if len(set(all_envs)) != len(all_envs) or not set(all_envs) <= set(range(venv.n_envs)):
         raise ValueError(f"groups need disjoint env ids within 0 … {venv.n_envs - 1}, got {all_envs}")
@@ -69,11 +69,9 @@ def run_episodes_together(
         with phase("rollout/policy"):
             inputs = [g.inputs(obs) for g in active]
             shared = [(g.vla_actor, *step[1:]) for g, step in zip(active, inputs, strict=True) if g.vla_actor]
-            if len(shared) > 1:
-                from csil_diag.vla.policy import query_together
-
+            if len(shared) > 1:  # the actors' own batching (π0's ChunkedActor), so envs need not know the VLA
                 with phase("rollout/policy/pi0"):
-                    query_together(shared)
+                    shared[0][0].query_together(shared)
             for g, step in zip(active, inputs, strict=True):
                 g.act(*step)
         with phase("rollout/env_step"):  # the workers' physics and rendering, as the caller waits for them
