@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.speed import adamw_update_ms, bc_param_count, per_iteration_s, step_bound
+from csil_diag.benchmarks.speed import adamw_update_ms, bc_param_count, per_iteration_s, step_bound
 from csil_diag.config import HetStatConfig
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import optax
 
 from csil_diag.config import BCConfig, CriticConfig, CSILConfig, HetStatConfig
-from csil_diag.csil.bc import init_state, make_optimizer, make_train_fn
 from csil_diag.diag.entropy import make_state_evaluator
 from csil_diag.envs.tasks import ACTION_DIM
+from csil_diag.policy.bc import init_state, make_optimizer, make_train_fn
 from csil_diag.policy.hetstat import HetStat
 
 
-def _time(fn: Callable[[], Any], repeats: int) -> float:
+def fastest_time(fn: Callable[[], Any], repeats: int) -> float:
     """Seconds of the fastest of ``repeats`` calls (after one warm-up call), blocking on JAX results.
 
     The fastest, not the mean: on a shared machine a neighbour's burst lands on some calls, and the rates here are
@@ -38,10 +38,31 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
 
 def matmul_gflops(m: int, k: int, n: int, repeats: int = 20) -> float:
     """fp32 GFLOP/s of an (m×k)@(k×n) product in jax on this machine."""
+    return 2 * m * k * n / fastest_time(matmul_runner(m, k, n), repeats) / 1e9
+
+
+def matmul_runner(m: int, k: int, n: int) -> Callable[[], jax.Array]:
+    """A call of a jitted fp32 (m×k)@(k×n) product on random operands."""
     a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
     b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
     f = jax.jit(lambda x, y: x @ y)
-    return 2 * m * k * n / _time(lambda: f(a, b), repeats) / 1e9
+    return lambda: f(a, b)
+
+
+def fastest_against_matmul(
+    runs: dict[Any, Callable[[], Any]], rounds: int, m: int = 256, k: int = 1024, n: int = 1024
+) -> tuple[dict[Any, float], float]:
+    """Seconds of each run's fastest call and the fp32 GFLOP/s of an (m×k)@(k×n) product, timed in ``rounds``
+    interleaved rounds (each run once, the product ten times, per round), so a slow spell of the machine hits every
+    figure alike."""
+    matmul = matmul_runner(m, k, n)
+    best = dict.fromkeys(runs, float("inf"))
+    best_matmul = float("inf")
+    for _ in range(rounds):
+        for key, run in runs.items():
+            best[key] = min(best[key], fastest_time(run, 1))
+        best_matmul = min(best_matmul, fastest_time(matmul, 10))
+    return best, 2 * m * k * n / best_matmul / 1e9
 
 
 def per_iteration_s(timed: Callable[[int], float], few: int = 10, many: int = 30) -> float:
@@ -55,7 +76,7 @@ def stream_ms(n: int, repeats: int = 5, few: int = 10, many: int = 30) -> float:
     x = jnp.ones((n,), jnp.float32)
     y = jnp.full((n,), 2.0, jnp.float32)
     f = jax.jit(lambda x, y, k: jax.lax.fori_loop(0, k, lambda _, x: (x + 0.1 * y) * 0.5, x), static_argnames="k")
-    return 1e3 * per_iteration_s(lambda k: _time(lambda: f(x, y, k=k), repeats), few, many)
+    return 1e3 * per_iteration_s(lambda k: fastest_time(lambda: f(x, y, k=k), repeats), few, many)
 
 
 def stream_gbs(n: int = 32_000_000) -> float:
@@ -91,7 +112,7 @@ def optimizer_update_ms(params: Any, optimizer: optax.GradientTransformation, re
         return jax.lax.scan(body, (params, state), None, length=steps)[0]
 
     state = optimizer.init(params)
-    return 1e3 * per_iteration_s(lambda k: _time(lambda: run(params, state, steps=k), repeats), 4, 20)
+    return 1e3 * per_iteration_s(lambda k: fastest_time(lambda: run(params, state, steps=k), repeats), 4, 20)
 
 
 def adamw_update_ms(params: Any, config: BCConfig, repeats: int = 3) -> float:
@@ -129,10 +150,9 @@ def bc_step_flops(cfg: HetStatConfig, width: int, batch: int) -> dict[str, float
     return {"useful": common + 2 * batch * 2 * var_useful, "dense": common + 2 * batch * 2 * var_dense}
 
 
-def bc_speed(width: int, covariance: str, batch: int = 256, steps: int = 20, repeats: int = 3) -> dict[str, float]:
-    cfg = HetStatConfig(covariance=covariance)
-    bc = BCConfig(batch_size=batch)
-    model = HetStat(cfg, ACTION_DIM)
+def bc_runner(model: HetStat, bc: BCConfig, width: int, steps: int) -> tuple[Callable[[], Any], Any]:
+    """A call of ``steps`` BC steps (one jitted scan, the state carried from call to call) on 4096 random states of
+    width ``width``, and the initial state."""
     state = init_state(model, bc, jax.random.key(0), width)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((4096, width)), jnp.float32)
@@ -144,7 +164,14 @@ def bc_speed(width: int, covariance: str, batch: int = 256, steps: int = 20, rep
         holder["state"], metrics = train(holder["state"], jax.random.key(1), x, y, None, n_steps=steps)
         return metrics
 
-    per_step = _time(run, repeats) / steps
+    return run, state
+
+
+def bc_speed(width: int, covariance: str, batch: int = 256, steps: int = 20, repeats: int = 3) -> dict[str, float]:
+    cfg = HetStatConfig(covariance=covariance)
+    bc = BCConfig(batch_size=batch)
+    run, state = bc_runner(HetStat(cfg, ACTION_DIM), bc, width, steps)
+    per_step = fastest_time(run, repeats) / steps
     flops = bc_step_flops(cfg, width, batch)
     n_params = bc_param_count(cfg, width)
     return {
@@ -218,7 +245,7 @@ def sac_speed(width: int, algo: str, updates: int = 4, repeats: int = 3) -> dict
         holder["state"], metrics = learner.update(holder["state"], demo, online, jax.random.key(2))
         return metrics
 
-    per_update = _time(run, repeats) / updates
+    per_update = fastest_time(run, repeats) / updates
     flops = sac_update_flops(width, n_demo + n_online, algo)
     return {
         "ms_per_update": round(1e3 * per_update, 1),
@@ -233,12 +260,12 @@ def entropy_speed(width: int = 19, states: int = 8192, k: int = 32) -> dict[str,
     params = model.init(jax.random.key(0), jnp.zeros((1, width)))
     evaluate = make_state_evaluator(model, "head", k)
     x = np.random.default_rng(0).standard_normal((states, width)).astype(np.float32)
-    seconds = _time(lambda: evaluate(params, x, None, 0)["entropy"], 3)
+    seconds = fastest_time(lambda: evaluate(params, x, None, 0)["entropy"], 3)
     return {"states_per_s": round(states / seconds, 1), "k_samples": k, "states": states}
 
 
 def rollout_speed(task: str = "lift", steps: int = 300) -> dict[str, float]:
-    from benchmarks.envs import env_steps_per_second
+    from csil_diag.benchmarks.envs import env_steps_per_second
 
     return {
         "no_cameras_steps_per_s": round(env_steps_per_second(task, steps=steps), 1),
