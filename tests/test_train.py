@@ -108,7 +108,7 @@ def test_a_killed_run_resumes_to_identical_numbers(lift_demos: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_a_run_killed_in_pretraining_resumes_where_it_stopped(lift_demos: Path, tmp_path: Path, monkeypatch) -> None:
-    from csil_diag.csil import train_run
+    from csil_diag.csil import seed_trainer as train_run
 
     monkeypatch.setattr(train_run, "BC_CHUNK", 5)
     monkeypatch.setattr(train_run, "PRETRAIN_CHUNK", 5)
@@ -184,7 +184,7 @@ def test_sacfd_uses_the_task_reward_and_no_pretraining(lift_demos: Path, tmp_pat
     assert np.isfinite(train.temperature).all() and (train.temperature > 0).all()
     # Its start actor, re-made from the seed for runs that did not save it, is the saved one: same episodes, same fit.
     from csil_diag.csil.evaluate import evaluate_run
-    from csil_diag.csil.train_run import START_ACTOR
+    from csil_diag.csil.seed_trainer import START_ACTOR
 
     saved, saved_fit = evaluate_run(tmp_path / "sacfd", 2, ("start",))
     (tmp_path / "sacfd" / "seed0" / START_ACTOR).unlink()
@@ -270,7 +270,8 @@ def test_evaluate_reruns_start_and_final_on_fresh_episodes_and_remakes_bc_identi
     from flax import serialization
 
     from csil_diag.csil.evaluate import evaluate_run
-    from csil_diag.csil.train_run import START_ACTOR, SeedTrainer, load_train_config
+    from csil_diag.csil.seed_trainer import START_ACTOR, SeedTrainer
+    from csil_diag.csil.train_run import load_train_config
 
     src, _ = csil_run
     out = tmp_path / "run"

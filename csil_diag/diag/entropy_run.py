@@ -22,21 +22,19 @@ Re-running the same command skips finished points; Ctrl-C loses only the unfinis
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from csil_diag.config import BCConfig, HetStatConfig, from_dict, hetstat_identity
-from csil_diag.data.robomimic import validate_demos
+from csil_diag.config import BCConfig, HetStatConfig
 from csil_diag.diag.entropy import make_state_evaluator, separation_summary, split_summary
 from csil_diag.envs.rollouts import (
     RolloutResult,
@@ -45,35 +43,29 @@ from csil_diag.envs.rollouts import (
     run_episodes_together,
     save_online_states,
 )
-from csil_diag.envs.tasks import ACTION_DIM, task_spec
+from csil_diag.envs.tasks import ACTION_DIM
 from csil_diag.envs.vector import VectorEnv
 from csil_diag.errors import UserError
-from csil_diag.features.dataset import DemoFeatures, check_demos_for_task
-from csil_diag.features.sources import check_sources, check_widths, model_sources, required_keys
+from csil_diag.features.dataset import DemoFeatures
+from csil_diag.features.sources import model_sources
 from csil_diag.features.spec import InputSpec
-from csil_diag.inputs import VLA_STATE_KEYS, RunInputs, load_inputs, load_vla
 from csil_diag.phases import phase
 from csil_diag.policy import tanh_gaussian as tg
-from csil_diag.policy.actor import RolloutActor, make_act
+from csil_diag.policy.actor import make_act
 from csil_diag.policy.bc import BCState, init_state, make_train_fn
 from csil_diag.policy.hetstat import HetStat
 from csil_diag.policy.posterior_head import fit_posterior_head
-from csil_diag.runs import (
-    RunDir,
-    atomic_write_json,
-    atomic_write_parquet,
-    check_resume,
-    file_fingerprint,
-    load_pytree,
-    now_utc,
-    read_json_file,
-    read_saved_config,
-    save_pytree,
-    versions,
+from csil_diag.resumable import (
+    ResumableRun,
+    check_input,
+    check_site,
+    check_std_floor,
+    load_run_config,
+    needs_vla,
+    rebuild_parquet,
+    run_identity,
 )
-
-if TYPE_CHECKING:
-    from csil_diag.vla.policy import VLAPolicy
+from csil_diag.runs import atomic_write_parquet, file_fingerprint, load_pytree, save_pytree
 
 TRAIN_CHUNK = 100  # BC steps per jitted call
 JOINT_ROLLOUT_ENVS = 16  # at most this many envs for running a point's two kinds of rollouts side by side
@@ -110,17 +102,12 @@ class EntropyConfig:
     initial_point: bool = True
 
     def __post_init__(self) -> None:
-        task_spec(self.task)
-        spec = InputSpec.parse(self.input)
-        check_sources(spec)
-        # One spelling per spec ("joints + object" → "joints+object"), so equivalent runs resume each other.
-        object.__setattr__(self, "input", str(spec))
+        check_input(self)
         if any(s < 0 for s in self.seeds):
             raise UserError(f"--seeds must be non-negative integers such as 0,1,2 (got {list(self.seeds)})")
         if len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--seeds names a seed twice ({list(self.seeds)}); give each seed once")
-        if not (math.isfinite(self.std_floor) and self.std_floor > 0):
-            raise UserError(f"--std-floor must be a positive number such as 0.01 (got {self.std_floor})")
+        check_std_floor(self.std_floor, " such as 0.01")
         if self.bootstrap < 1 or self.max_expert_states < 1:
             raise UserError("bootstrap and max_expert_states must be ≥ 1")
         if self.steps < 0 or self.every < 1:
@@ -138,15 +125,12 @@ class EntropyConfig:
                 f"--replan {self.replan}: the diagnostic compares online and demo states only with a fresh π0 query "
                 "at every step; use --replan 1 (chunked execution is for `csil-diag vla eval`)"
             )
-        from csil_diag.vla.pi0 import EMBEDDING_SITES
-
-        if self.site not in EMBEDDING_SITES:
-            raise UserError(f"--site must be one of {', '.join(EMBEDDING_SITES)} (got {self.site!r})")
+        check_site(self.site)
 
     @property
     def uses_vla(self) -> bool:
         """True when the VLA feeds the input or is the base the HetStat composes with."""
-        return bool(model_sources(InputSpec.parse(self.input))) or self.bc.mode != "head"
+        return needs_vla(self.input, self.bc.mode)
 
     @property
     def points(self) -> list[int]:
@@ -155,17 +139,10 @@ class EntropyConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share (seeds may be added)."""
-        data = asdict(self)
-        data["hetstat"] = hetstat_identity(self.hetstat)  # remedies only where used
-        data.pop("seeds")
-        data.pop("model")  # the VLA is identified by its fingerprint (EntropyRun adds it), not by its path
-        data.pop("demos")  # the dataset is identified by its sha256 (config.json's demos.fingerprint), not its path
-        if self.initial_point:  # runs made before the option existed keep their identity
-            data.pop("initial_point")
-        if not self.uses_vla:  # low-dim runs keep the identity they had before the VLA options existed
-            data.pop("site")
-            data.pop("replan")
-        return json.loads(json.dumps(data))  # tuples → lists, as read back from config.json
+        # The VLA is identified by its fingerprint (EntropyRun adds it), the dataset by its sha256 (config.json's
+        # demos.fingerprint); runs made before --no-initial-point existed keep their identity.
+        drop = ("seeds", "model", "demos", *(("initial_point",) if self.initial_point else ()))
+        return run_identity(self, drop)
 
 
 # How each identity key is spelled on the command line, for "other settings" refusals.
@@ -210,70 +187,35 @@ def default_mode(input_spec: str) -> str:
     return "residual" if model_sources(InputSpec.parse(input_spec)) else "head"
 
 
-class EntropyRun:
-    """One run directory: data, model and evaluation shared by all seeds.
+class EntropyRun(ResumableRun):
+    """One run directory: data, model and evaluation shared by all seeds; for every seed and point: train →
+    evaluate → write (the checks, lock, inputs, config.json and resume are :class:`ResumableRun`'s)."""
 
-    Constructing one only checks (the dataset, the output directory, a resumed run's identity) and takes the
-    directory's lock; :meth:`load` reads the inputs (π0 and its demo embeddings: minutes for a new dataset);
-    :meth:`run` loads if needed, then for every seed and point: train → evaluate → write.
-    """
+    KIND: ClassVar[str] = "entropy"
+    COMMAND: ClassVar[str] = "csil-diag entropy"
+    OPTION_NAMES: ClassVar[dict[str, str]] = OPTION_NAMES
+    config: EntropyConfig
 
-    def __init__(
-        self,
-        config: EntropyConfig,
-        out: str | os.PathLike,
-        workers: int,
-        on_embed: Callable[[int, int], None] | None = None,
-    ) -> None:
-        self.out = Path(out)
-        self.workers = workers
-        self.spec = InputSpec.parse(config.input)
-        # The HetStat acts on batches padded to this many rows (its samples depend on the batch shape).
-        self.policy_batch = max(config.episodes, config.eval_episodes)
-        # Stochastic and deterministic rollouts run side by side on their own envs (one π0 call and one env round
-        # trip a step for both) unless that would need too many envs; the numbers are the same either way (tested).
-        self.joint_rollouts = config.eval_episodes > 0 and config.episodes + config.eval_episodes <= JOINT_ROLLOUT_ENVS
-        self.n_envs = config.episodes + config.eval_episodes if self.joint_rollouts else self.policy_batch
-        self.vla: VLAPolicy | None = None
-        self.inputs: RunInputs | None = None
-        self.config = config
-        self._on_embed = on_embed
-        # Everything that can be refused is checked before anything is written or computed.
-        self.run_dir = RunDir(self.out).check()
-        check_demos_for_task(config.demos, config.task)
-        keys = required_keys(self.spec) + (VLA_STATE_KEYS if config.uses_vla else ())
-        validate_demos(config.demos, tuple(dict.fromkeys(keys)), ("train", "valid"), ACTION_DIM)
-        if config.uses_vla and config.model is not None:  # a named checkpoint: its config is cheap to read
-            from csil_diag.vla.embed import SOURCE
-            from csil_diag.vla.policy import checkpoint_site_width
+    @property
+    def policy_batch(self) -> int:
+        """The HetStat acts on batches padded to this many rows (its samples depend on the batch shape)."""
+        return max(self.config.episodes, self.config.eval_episodes)
 
-            check_widths(self.spec, {SOURCE: checkpoint_site_width(config.model, config.site)})
-        self._saved = read_saved_config(self.out)
-        self._check_resume({k: v for k, v in self.identity().items() if k != "vla_model"})  # the VLA's: once loaded
-        self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
+    @property
+    def joint_rollouts(self) -> bool:
+        """Stochastic and deterministic rollouts run side by side on their own envs (one π0 call and one env round
+        trip a step for both) unless that would need too many envs; the numbers are the same either way (tested)."""
+        cfg = self.config
+        return cfg.eval_episodes > 0 and cfg.episodes + cfg.eval_episodes <= JOINT_ROLLOUT_ENVS
 
-    def close(self) -> None:
-        """Release the run directory's lock (a run that wrote nothing leaves no directory behind)."""
-        self.run_dir.release()
-
-    def __enter__(self) -> EntropyRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def n_envs(self) -> int:
+        cfg = self.config
+        return cfg.episodes + cfg.eval_episodes if self.joint_rollouts else self.policy_batch
 
     # ------------------------------------------------------------------------------------ inputs
-    def load(self) -> EntropyRun:
-        """Read the inputs (π0 where needed, demo features, normaliser), build the model, write config.json."""
-        if self.inputs is not None:
-            return self
-        config = self.config
-        vla = None
-        if config.uses_vla:
-            vla = load_vla(config.model, config.site, self.n_envs, self.spec, config.demos, self._on_embed)
-            self.config = replace(config, model=vla[2])
-            self.vla = vla[0]
-        inputs = load_inputs(config.demos, self.spec, config.std_floor, vla, config.hetstat.input_transform)
+    def _build(self) -> None:
+        config, inputs = self.config, self.inputs
         self.train, self.valid, self.normalizer = inputs.train, inputs.valid, inputs.normalizer
         self.x_train = jnp.asarray(self.normalizer(self.train.x))
         self.a_train = jnp.asarray(self.train.actions)
@@ -283,9 +225,19 @@ class EntropyRun:
         self.evaluate = make_state_evaluator(self.model, config.bc.mode, config.k_samples)
         self.expert_train = self._subsample(self.train, config.max_expert_states)
         self._act = make_act(self.model, config.bc.mode)
-        self.inputs = inputs
-        self._prepare_dir()
-        return self
+
+    def _config_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"demos": {"valid_states": len(self.inputs.valid.x)}}
+        if self.vla is not None and self.inputs.embedded is not None:
+            record["vla"] = {
+                "model_dir": self.config.model,
+                "fingerprint": self.vla.fingerprint,
+                "site": self.vla.site,
+                "width": self.vla.width,
+                "replan": self.config.replan,
+                "embeddings": str(self.inputs.embedded.path),
+            }
+        return record
 
     def _base(self, base_actions: np.ndarray | None) -> jnp.ndarray | None:
         return tg.composed_base(self.config.bc.mode, base_actions)
@@ -297,80 +249,16 @@ class EntropyRun:
             return params
         return fit_posterior_head(self.model, params, self.x_train, self.a_train, self.base_train, cfg.bc.mode)[0]
 
-    def identity(self) -> dict[str, Any]:
-        identity = self.config.identity()
-        if self.vla is not None:
-            identity["vla_model"] = self.vla.fingerprint
-        return identity
-
     def _subsample(self, data: DemoFeatures, limit: int) -> DemoFeatures:
         if len(data.x) <= limit:
             return data
         idx = np.sort(np.random.default_rng(0).choice(len(data.x), limit, replace=False))
         return data.take(idx)
 
-    def _mark_updated(self) -> None:
-        """config.json's ``updated``: when the last point was written (the report's cover shows it)."""
-        self._config_json["updated"] = now_utc()
-        atomic_write_json(self.out / "config.json", self._config_json)
-
-    def _check_resume(self, identity: dict[str, Any]) -> None:
-        check_resume(self.out, self._saved, identity, OPTION_NAMES)
-
-    def _prepare_dir(self) -> None:
-        path = self.out / "config.json"
-        saved = {
-            "kind": "entropy",
-            "config": asdict(self.config),
-            "identity": self.identity(),
-            "input_width": int(self.train.x.shape[1]),
-            "model_input_width": self.normalizer.out_width,
-            "normalizer": self.normalizer.to_dict(),
-            "demos": {
-                "path": str(self.config.demos),
-                "fingerprint": file_fingerprint(self.config.demos),
-                "train_demos": len(self.train.demos),
-                "valid_demos": len(self.valid.demos),
-                "train_states": len(self.train.x),
-                "valid_states": len(self.valid.x),
-            },
-            "versions": versions(),
-        }
-        if self.vla is not None and self.inputs is not None and self.inputs.embedded is not None:
-            saved["vla"] = {
-                "model_dir": self.config.model,
-                "fingerprint": self.vla.fingerprint,
-                "site": self.vla.site,
-                "width": self.vla.width,
-                "replan": self.config.replan,
-                "embeddings": str(self.inputs.embedded.path),
-            }
-        old = self._saved
-        if old is not None:
-            self._check_resume(saved["identity"])
-            if old.get("demos", {}).get("fingerprint") != saved["demos"]["fingerprint"]:
-                raise UserError(f"{self.config.demos} changed since {self.out} was started; use another --out")
-            seeds = sorted(set(old["config"]["seeds"]) | set(self.config.seeds))
-            saved["config"]["seeds"] = seeds
-            saved["created"] = old.get("created", now_utc())
-        else:
-            saved["created"] = now_utc()
-        saved["updated"] = now_utc()
-        self.normalizer.save_projection(self.out)
-        atomic_write_json(path, saved)
-        self._config_json = saved  # rewritten with a new "updated" after each point
-
     # ------------------------------------------------------------------------------------ policy
     def make_policy(self, params, stochastic: bool, seed: int, batch: int):
-        actor = None
-        if self.vla is not None:
-            from csil_diag.vla.policy import ChunkedActor
-
-            # π0's own sampling noise differs between seeds and points (ids < 2^32: 2^18 streams of 2^14 queries).
-            actor = ChunkedActor(self.vla, self.config.task, self.config.replan, (seed % 2**18) << 14)
-        composes = self.config.bc.mode != "head"
-        rollout = RolloutActor(self._act, self.spec, self.normalizer, composes, batch, actor)
-        return rollout.policy(params, stochastic, seed)
+        # π0's own sampling noise differs between seeds and points (ids < 2^32: 2^18 streams of 2^14 queries).
+        return self.rollout_actor(self._act, batch, (seed % 2**18) << 14).policy(params, stochastic, seed)
 
     # ------------------------------------------------------------------------------------ files
     def point_path(self, seed: int, step: int) -> Path:
@@ -384,13 +272,8 @@ class EntropyRun:
         return _read_point_file(self.point_path(seed, step))
 
     def rebuild_table(self) -> pd.DataFrame:
-        frames = [_read_point_file(f) for f in sorted((self.out / "points").glob("*.parquet"))]
-        frames = [f for f in frames if f is not None]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        if not frame.empty:
-            frame = frame.sort_values(["seed", "step", "split"]).reset_index(drop=True)
-        atomic_write_parquet(self.out / "entropy.parquet", frame)
-        return frame
+        parts = sorted((self.out / "points").glob("*.parquet"))
+        return rebuild_parquet(self.out / "entropy.parquet", parts, ["seed", "step", "split"], _read_point_file)
 
     # ------------------------------------------------------------------------------------ one point
     def evaluate_point(self, venv: VectorEnv, state: BCState, seed: int, metrics: dict[str, float]) -> PointResult:
@@ -543,20 +426,10 @@ class EntropyRun:
                 self._mark_updated()
             on_event("done", seed, point)
 
-    def run(self, on_event: Callable[[str, int, int], None] = lambda *a: None) -> pd.DataFrame:
-        """Train and evaluate every seed's missing points; the run directory stays locked until they are written."""
-        if not self.run_dir.held:
-            self.run_dir.acquire(f"csil-diag entropy --out {self.out}")
-        try:
-            if self._finished():
-                for seed in self.config.seeds:
-                    for point in self.config.points:
-                        on_event("done", seed, point)
-                return self.rebuild_table()
-            self.load()
-            return self._run(on_event)
-        finally:
-            self.run_dir.release()
+    def _report_finished(self, on_event: Callable[[str, int, int], None]) -> None:
+        for seed in self.config.seeds:
+            for point in self.config.points:
+                on_event("done", seed, point)
 
     def _finished(self) -> bool:
         """Every asked point already written by a run of this identity: then π0, the embeddings and the env workers
@@ -578,17 +451,6 @@ class EntropyRun:
                 return False
         return True
 
-    def _run(self, on_event: Callable[[str, int, int], None]) -> pd.DataFrame:
-        cameras = {} if self.vla is None else {"cameras": self.vla.cameras, "image_size": self.vla.image_size}
-        with phase("env_workers_start"):
-            venv = VectorEnv(
-                self.config.task, self.n_envs, workers=self.workers, seed=0, horizon=self.config.horizon, **cameras
-            )
-        with venv:
-            for seed in self.config.seeds:
-                self.run_seed(venv, seed, on_event)
-        return self.rebuild_table()
-
 
 def _read_point_file(path: Path) -> pd.DataFrame | None:
     if not path.exists():
@@ -602,9 +464,4 @@ def _read_point_file(path: Path) -> pd.DataFrame | None:
 
 def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """config.json of an entropy run directory, with a clear error when it is not one."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise UserError(f"{run_dir} is not a csil-diag run directory (no config.json); run `csil-diag entropy` first")
-    data = read_json_file(path, "the run directory is damaged; rerun `csil-diag entropy` into another --out")
-    data["config_obj"] = from_dict(EntropyConfig, {k: v for k, v in data["config"].items()})
-    return data
+    return load_run_config(run_dir, EntropyConfig, "csil-diag entropy", None)
