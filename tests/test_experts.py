@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from csil_diag.data.experts import EXPERTS, ExpertConfig, ScriptedExpert, make_expert
+from csil_diag.data.expert_base import ExpertConfig, ScriptedExpert
+from csil_diag.data.experts import EXPERTS, make_expert
 from csil_diag.envs.tasks import TASKS, RobosuiteTask, make_env
 from csil_diag.errors import UserError
 

@@ -235,7 +235,7 @@ def test_sweeps_that_complement_each_other_share_one_width_headline() -> None:
     sweep with another step count keeps its own, and so does one that measured a cell again (its seeds would count
     twice)."""
     from csil_diag.diag.verdict import separation_by_width
-    from csil_diag.report.pdf import width_groups
+    from csil_diag.report.sweep_pages import width_groups
 
     lead = {"w0000-lowdim-obj": (0, "none", 0.6), "w0016-leading-obj": (16, "leading", 0.8)}
     leading = _width_sweep("lead", 250, 1000, lead)
@@ -384,7 +384,8 @@ def test_a_settings_sweep_runs_each_cell_with_its_settings_and_reports_them(lift
         Sweep(out, "sweep", _base(lift_demos), changed, "test")
     report = build_report([out], tmp_path / "r.pdf")
     assert report.pages >= 3
-    from csil_diag.report.pdf import load_sweep, settings_page
+    from csil_diag.report.pdf import load_sweep
+    from csil_diag.report.sweep_pages import settings_page
 
     sweep_meta, runs = load_sweep(out)
     text = "\n".join(t.get_text() for fig in settings_page(sweep_meta, runs) for t in fig.texts)
@@ -408,7 +409,7 @@ def _cells_sweep(path: str, shared: dict, cells: list[tuple[str, dict, float, fl
 def test_remedies_meet_their_baseline_across_sweeps_on_one_page() -> None:
     """A remedy sweep's cells sit beside the slice sweep's baselines of the same input (the full width spelled
     either way), with the demo fit relative to that baseline; other settings (steps, network) are another pool."""
-    from csil_diag.report.pdf import remedy_rows
+    from csil_diag.report.sweep_pages import remedy_rows
 
     shared = {"steps": 1000, "every": 1000, "hetstat": {"features": 64, "log_lengthscale_init": -5.0}}
     slices = _cells_sweep("slices", shared, [("joints", {}, 0.6, -10.0), ("pi0[:8]+joints", {}, 0.5, 2.0)])

@@ -30,7 +30,8 @@ def parse_run(spec: str) -> tuple[str, float, int]:
 
 
 def run(spec: tuple[str, float, int]) -> dict[str, Any]:
-    from csil_diag.data.experts import ExpertConfig, make_expert
+    from csil_diag.data.expert_base import ExpertConfig
+    from csil_diag.data.experts import make_expert
     from csil_diag.envs.tasks import make_env
 
     task, noise, episodes = spec

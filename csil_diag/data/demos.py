@@ -24,7 +24,8 @@ import h5py
 import numpy as np
 
 from csil_diag import __version__
-from csil_diag.data.experts import ExpertConfig, make_expert
+from csil_diag.data.expert_base import ExpertConfig
+from csil_diag.data.experts import make_expert
 from csil_diag.data.robomimic import Episode, check_robomimic, demo_sort_key, finalize, write_episode
 from csil_diag.envs.tasks import RobosuiteTask, camera_names, env_args, make_env, task_spec
 from csil_diag.errors import UserError

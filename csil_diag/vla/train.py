@@ -1,12 +1,4 @@
-"""Flow-matching training of π0: pre-training from scratch and fine-tuning (full, LoRA, LoRA + frozen vision).
-
-Regimes (openpi's freeze filters, ``Pi0Config.get_freeze_filter``):
-  full                everything trains
-  lora                LoRA adapters on attention and MLP of both experts; every base LLM weight (both experts and
-                      the embedder) frozen; the vision tower ``PaliGemma/img`` and the projections still train
-  lora-frozen-vision  as lora, and ``PaliGemma/img`` frozen too
-
-Frozen leaves are not differentiated and have no optimiser state, so they stay bit-identical.
+"""Flow-matching training of π0: pre-training from scratch and fine-tuning (its regimes: :mod:`csil_diag.vla.regimes`).
 
 A run is built in ``<out>.partial/`` (``run.json``: what the run is; ``train_state.msgpack``: trainable params,
 optimiser state, step, losses — written atomically every ``save_every`` steps and on Ctrl-C) and renamed to
@@ -24,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +43,14 @@ from csil_diag.vla import pi0
 from csil_diag.vla.checkpoint import check_params, load_checkpoint, save_checkpoint
 from csil_diag.vla.config import Pi0Config
 from csil_diag.vla.dataset import Augment, DemoFile, VLADataset, compute_norm_stats, load_dataset, make_batch
-from csil_diag.vla.lora import frozen_mask, init_missing_lora
+from csil_diag.vla.lora import init_missing_lora
+from csil_diag.vla.regimes import REGIMES, Flat, count, merge_params, regime_frozen, split_params, with_lora
 from csil_diag.vla.tokenizer import ByteTokenizer, Tokenizer
 
-REGIMES = ("full", "lora", "lora-frozen-vision")
-FINETUNE_LR = {"full": 3e-4, "lora": 1e-3, "lora-frozen-vision": 1e-3}  # LoRA adapters take a larger step
-VISION_PREFIX = "PaliGemma/img/"
 STATE_FILE = "train_state.msgpack"
 RUN_FILE = "run.json"
 TRAIN_FILE = "train.json"
 
-Flat = dict[str, jax.Array]
 Progress = Callable[[int, int, float], None]  # (step, total steps, mean loss of the last call; NaN before the first)
 
 
@@ -130,50 +119,6 @@ class TrainResult:
     record: dict[str, Any] = field(default_factory=dict)  # what train.json holds
     resumed: bool = False
     already_done: bool = False
-
-
-# ------------------------------------------------------------------------------------------ regimes
-def with_lora(config: Pi0Config, rank: int) -> Pi0Config:
-    """``config`` with LoRA (alpha = rank, on attention and MLP) on both experts; rank 0 removes it."""
-    alpha = float(max(rank, 1))
-    return replace(
-        config,
-        llm=replace(config.llm, lora_rank=rank, lora_alpha=alpha),
-        expert=replace(config.expert, lora_rank=rank, lora_alpha=alpha),
-    )
-
-
-def regime_config(base: Pi0Config, regime: str, lora_rank: int) -> Pi0Config:
-    """The model a regime trains: the base config, with LoRA for the LoRA regimes."""
-    return with_lora(base, lora_rank if regime.startswith("lora") else 0)
-
-
-def regime_frozen(config: Pi0Config, params: dict, regime: str) -> dict[str, bool]:
-    """Flat path → frozen, for ``regime``; the LoRA regimes use openpi's rule (:func:`lora.frozen_mask`)."""
-    if regime not in REGIMES:
-        raise UserError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
-    if regime == "full":
-        return {k: False for k in traverse_util.flatten_dict(params, sep="/")}
-    if config.llm.lora_rank <= 0 or config.expert.lora_rank <= 0:
-        raise UserError(f"regime {regime} needs a config with LoRA on both experts")
-    frozen = traverse_util.flatten_dict(frozen_mask(config, params), sep="/")
-    if regime == "lora-frozen-vision":
-        frozen = {k: v or k.startswith(VISION_PREFIX) for k, v in frozen.items()}
-    return frozen
-
-
-def split_params(params: dict, frozen: dict[str, bool]) -> tuple[Flat, Flat]:
-    """(trainable, frozen) flat dicts keyed by ``a/b/c`` paths."""
-    flat = traverse_util.flatten_dict(params, sep="/")
-    return {k: v for k, v in flat.items() if not frozen[k]}, {k: v for k, v in flat.items() if frozen[k]}
-
-
-def merge_params(trainable: Flat, frozen: Flat) -> dict:
-    return traverse_util.unflatten_dict({**trainable, **frozen}, sep="/")
-
-
-def count(tree: Any) -> int:
-    return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
 
 
 # ------------------------------------------------------------------------------------------ optimisation
