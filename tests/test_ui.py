@@ -192,7 +192,7 @@ def test_a_resumed_training_run_starts_its_bars_at_what_it_restored(
     the ETA's rate counts it and reads ~0 (seen in a resumed RL run: ``pre-training: 22000/66000 · ETA 0:00``)."""
     from types import SimpleNamespace
 
-    from csil_diag import cli
+    from csil_diag.cli import train as cli
 
     clock = FakeClock()
     monkeypatch.setattr(cli, "_progress", lambda: PlainProgress(interval=0, clock_fn=clock))
@@ -221,7 +221,7 @@ def test_a_resumed_entropy_run_starts_its_bar_at_the_points_it_has(
 ) -> None:
     from types import SimpleNamespace
 
-    from csil_diag import cli
+    from csil_diag.cli import entropy as cli
 
     clock = FakeClock()
     monkeypatch.setattr(cli, "_progress", lambda: PlainProgress(interval=0, clock_fn=clock))

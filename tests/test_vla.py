@@ -14,6 +14,7 @@ import typer
 from flax import traverse_util
 from typer.testing import CliRunner
 
+from csil_diag.cli.vla import vla_app
 from csil_diag.errors import UserError
 from csil_diag.vla import config as vc
 from csil_diag.vla import pi0
@@ -26,7 +27,6 @@ from csil_diag.vla.checkpoint import (
     save_checkpoint,
     save_params,
 )
-from csil_diag.vla.cli import vla_app
 from csil_diag.vla.fixture import DROPPED, F32_TOL, check_fixture
 from csil_diag.vla.lora import frozen_mask
 from csil_diag.vla.tokenizer import BOS, ByteTokenizer, SentencePieceTokenizer, tokenize_batch

@@ -17,12 +17,12 @@ from flax import traverse_util
 from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
+from csil_diag.cli.vla import vla_app
 from csil_diag.errors import UserError
 from csil_diag.runs import load_pytree
 from csil_diag.vla import adapter, default, diff, pi0
 from csil_diag.vla import config as vc
 from csil_diag.vla.checkpoint import load_checkpoint
-from csil_diag.vla.cli import vla_app
 from csil_diag.vla.dataset import (
     DemoFile,
     compute_norm_stats,
@@ -32,16 +32,15 @@ from csil_diag.vla.dataset import (
     parse_demo_files,
     shift_images,
 )
+from csil_diag.vla.regimes import REGIMES, regime_config
 from csil_diag.vla.tokenizer import ByteTokenizer
 from csil_diag.vla.train import (
-    REGIMES,
     STATE_FILE,
     TRAIN_FILE,
     TrainConfig,
     TrainJob,
     initial_params,
     partial_dir,
-    regime_config,
     run_training,
     stacked_batch,
 )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,8 @@ def evaluate_run(
     on_event: Callable[[str, dict[str, Any]], None] = lambda *a: None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Re-evaluate every seed of a train run; returns (and writes) the per-episode table and the demo-fit table."""
-    from csil_diag.csil.train_run import SeedTrainer, TrainRun, load_train_config
+    from csil_diag.csil.seed_trainer import SeedTrainer
+    from csil_diag.csil.train_run import TrainRun, load_train_config
     from csil_diag.envs.vector import VectorEnv
 
     if episodes < 1:
@@ -236,3 +238,47 @@ def _fit_rows(run: Any, actor: Any, start: Any, seed: int, at: str, env_steps: i
             "env_steps": env_steps,
         }
     )
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """One policy's re-evaluation in numbers: per seed, the IQM over seeds, and the paired start-vs-final test."""
+
+    policy: str
+    episodes: int  # the most episodes of any (seed, at) group
+    columns: tuple[str, ...]  # the ``at`` evaluated, of start, final (in that order)
+    seeds: pd.DataFrame  # :func:`per_seed`
+    iqm: dict[str, tuple[float, float, float]]  # at → IQM over seeds, 95 % CI low, high (nan bounds: one seed)
+    paired: dict[str, Any]  # :func:`paired_summary`
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    policies: list[PolicySummary]  # by policy name
+    demo_mse: dict[str, np.ndarray]  # at (start, final) → held-out demo MSE per action dim, mean over seeds
+    kl_per_seed: pd.Series | None  # seed → KL(final ‖ start) summed over dims; None without a final fit row
+    kl_per_dim: np.ndarray | None  # per action dim, mean over seeds
+
+
+def evaluation_summary(table: pd.DataFrame, fits: pd.DataFrame) -> EvaluationSummary:
+    """The numbers ``csil-diag evaluate`` prints, from the tables :func:`evaluate_run` returns."""
+    from csil_diag.diag.aggregate import iqm_ci
+
+    policies = []
+    for policy, frame in table.groupby("policy"):
+        seeds = per_seed(frame, policy)
+        columns = tuple(c for c in AT_CHOICES if c in seeds)
+        iqm = {c: iqm_ci(seeds[c].to_numpy()) for c in columns}
+        episodes = int(frame.groupby(["seed", "at"]).size().max())
+        policies.append(PolicySummary(policy, episodes, columns, seeds, iqm, paired_summary(frame, policy)))
+    demo_mse: dict[str, np.ndarray] = {}
+    kl_per_seed, kl_per_dim = None, None
+    if not fits.empty:
+        wide = fits.pivot_table(index="at", columns="dim", values="mse", aggfunc="mean")
+        wide = wide.reindex([a for a in AT_CHOICES if a in wide.index])
+        demo_mse = {at: row.to_numpy() for at, row in wide.iterrows()}
+        if "kl_to_start" in fits and (fits["at"] == "final").any():
+            final = fits[fits["at"] == "final"]
+            kl_per_dim = final.groupby("dim").kl_to_start.mean().to_numpy()
+            kl_per_seed = final.groupby("seed").kl_to_start.sum()
+    return EvaluationSummary(policies, demo_mse, kl_per_seed, kl_per_dim)

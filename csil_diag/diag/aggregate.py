@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -55,3 +57,37 @@ def align_seeds(rows: pd.DataFrame, by: tuple[str, ...] = ("run",)) -> pd.DataFr
     mean = out.groupby([*(out[k] for k in keys), index])["env_steps_seed"].transform("mean")
     out["env_steps"] = mean.round().astype(np.int64)
     return out
+
+
+@dataclass(frozen=True)
+class TrainSuccess:
+    """A train run's in-run evaluations in numbers: per seed, and the IQM over seeds at the start and the end."""
+
+    seeds: pd.DataFrame  # per seed (ascending): start, final, best success; env_steps and auroc_gauss_valid at the end
+    start: tuple[float, float, float]  # IQM, 95 % CI low, high of the seeds' first evaluation (nan bounds: one seed)
+    final: tuple[float, float, float]  # … and of their last
+    env_steps: int  # the most environment steps any seed's evaluation was made at
+
+
+def train_success(metrics: pd.DataFrame) -> TrainSuccess | None:
+    """The success summary of a train run's ``metrics.parquet`` rows; None where no evaluation has finished."""
+    evals = metrics[metrics.kind == "eval"].sort_values(["seed", "env_steps"])
+    if evals.empty:
+        return None
+    rows = []
+    for seed, frame in evals.groupby("seed"):
+        first, last = frame.iloc[0], frame.iloc[-1]
+        auroc = last["auroc_gauss_valid"] if "auroc_gauss_valid" in frame else np.nan  # runs older than the column
+        rows.append(
+            {
+                "seed": seed,
+                "start": first.success_rate,
+                "final": last.success_rate,
+                "best": frame.success_rate.max(),
+                "env_steps": last.env_steps,
+                "auroc_gauss_valid": auroc,
+            }
+        )
+    finals = evals.groupby("seed").tail(1).success_rate.to_numpy()
+    starts = evals.groupby("seed").head(1).success_rate.to_numpy()
+    return TrainSuccess(pd.DataFrame(rows), iqm_ci(starts), iqm_ci(finals), int(evals.env_steps.max()))

@@ -157,3 +157,36 @@ def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
             row |= {name: mean, f"{name}_lo": lo, f"{name}_hi": hi}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def held_out_demos(table: pd.DataFrame) -> int:
+    """The held-out demos an entropy table's expert states come from (the valid split's episode count)."""
+    return int(table[table.split == "valid"].n_episodes.iloc[0])
+
+
+def final_point(table: pd.DataFrame) -> pd.DataFrame:
+    """Per seed (ascending) at an entropy table's last step: the online split's row, with the held-out split's
+    entropy beside it as ``valid_entropy``."""
+    last = table[table.step == table.step.max()]
+    online = last[last.split == "online"].set_index("seed")
+    valid = last[last.split == "valid"].set_index("seed")
+    return online.assign(valid_entropy=valid.entropy).sort_index().reset_index()
+
+
+def cell_verdicts(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of a sweep's summary (in its order): seeds, the mean AUROC of Σ log σ (``auroc_gauss``) and of H
+    (``auroc_h``) over seeds at the cell's last step, and its verdict's outcome."""
+    rows = []
+    for label, cell in summary.groupby("cell", sort=False) if not summary.empty else []:
+        last = cell[(cell.split == "online") & (cell.step == cell.step.max())]
+        verdict = run_verdict(cell, int(last.n_episodes.iloc[0]), held_out_demos(cell))
+        rows.append(
+            {
+                "cell": label,
+                "seeds": last.seed.nunique(),
+                "auroc_gauss": last.auroc_gauss_valid.mean(),
+                "auroc_h": last.auroc_valid.mean(),
+                "outcome": verdict.outcome,
+            }
+        )
+    return pd.DataFrame(rows, columns=["cell", "seeds", "auroc_gauss", "auroc_h", "outcome"])

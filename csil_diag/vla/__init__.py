@@ -8,5 +8,9 @@ pi0         the model, flow-matching loss, Euler sampling + embedding sites in o
 tokenizer   π0 prompt format: built-in byte tokenizer, or PaliGemma's sentencepiece model
 checkpoint  openpi-layout checkpoints (orbax params, norm stats) — read and write
 fixture     golden-fixture check against outputs of the real openpi code
-cli         ``csil-diag vla`` (check-fixture, params, bench)
+adapter     robosuite observations → π0 inputs (cameras, state, prompt)
+dataset     demos as π0 training batches; train / regimes: pre-training and the fine-tuning regimes
+policy      a checkpoint acting in envs (batched, chunked), its embeddings; embed: the demos' cached outputs
+evaluate    π0 acting alone; diff: what fine-tuning changed; bench: throughput; default: the embedded tiny π0
+(its command line is csil_diag/cli/vla.py)
 """

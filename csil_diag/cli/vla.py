@@ -1,13 +1,14 @@
-"""``csil-diag vla …``: π0 utilities (fixture check, parameter trees). Parses and dispatches only."""
+"""``csil-diag vla …``: π0 utilities (fixtures, parameter trees, bench, eval, pretrain / finetune, diff)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
+from csil_diag.cli.common import default_workers, exit_on_interrupt, given, split_csv
 from csil_diag.envs.tasks import TASK_CHOICES
 from csil_diag.errors import UserError
 from csil_diag.ui import command_line, console, count_bar, training_bar
@@ -114,8 +115,6 @@ def eval_model(
     out: Path = typer.Option(None, help="results JSON (default: <model>/eval/<task>-replan<r>-seed<s>-<n>ep.json)"),
 ) -> None:
     """Success rate of the model acting alone (chunked execution, envs batched into one model call)."""
-    import os
-
     from csil_diag.runs import check_output_file
     from csil_diag.vla.evaluate import EvalConfig, default_out, evaluate_model, write_result
     from csil_diag.vla.policy import resolve_model_dir
@@ -125,7 +124,7 @@ def eval_model(
     target = check_output_file(out or default_out(model_dir, config))
     bar = count_bar(f"{task} episodes")
     result = evaluate_model(
-        model_dir, config, workers=workers or (os.cpu_count() or 1), on_step=lambda done, _: bar(done, episodes)
+        model_dir, config, workers=default_workers(workers), on_step=lambda done, _: bar(done, episodes)
     )
     path = write_result(result, target)
     console.print(result.line())
@@ -133,23 +132,14 @@ def eval_model(
 
 
 # ------------------------------------------------------------------------------------------ training
-def _csv_list(value: str) -> list[str]:
-    return [x.strip() for x in value.split(",") if x.strip()]
-
-
-def _run_training(job, title: str) -> None:
+def _run_training(job: Any, title: str) -> None:
     """Train with a progress bar; print the one-screen summary; exit 130 on Ctrl-C (the state is kept)."""
     from csil_diag.vla.train import partial_dir, run_training, summary_rows
 
-    try:
-        with training_bar(title) as (on_progress, on_status):
-            result = run_training(job, on_progress=on_progress, on_status=on_status)
-    except KeyboardInterrupt:
-        print(
-            f"interrupted: the train state is kept in {partial_dir(job.out)}; rerun the same command to resume",
-            file=sys.stderr,
-        )
-        raise typer.Exit(130) from None
+    kept = f"the train state is kept in {partial_dir(job.out)}; rerun the same command to resume"
+    # the bar is closed (training_bar's exit) before the line is printed
+    with exit_on_interrupt(kept), training_bar(title) as (on_progress, on_status):
+        result = run_training(job, on_progress=on_progress, on_status=on_status)
     table = Table(show_header=False, title=f"{title}: done")
     for key, value in summary_rows(result):
         table.add_row(key, value)
@@ -162,25 +152,37 @@ STEPS_PER_CALL = typer.Option(None, help="optimiser steps per jitted call [10]")
 SAVE_EVERY = typer.Option(None, help="train state interval, steps [250]")
 IMAGE_SHIFT = typer.Option(None, help="augmentation: random image shifts of ± this many pixels [4]")
 FLIP_AXIS_ANGLE = typer.Option(None, help="augmentation: both axis-angle forms of θ ≈ π rotations [on]")
-TRAIN_OPTIONS = (
-    "steps",
-    "batch_size",
-    "lr",
-    "warmup_steps",
-    "seed",
-    "steps_per_call",
-    "save_every",
-    "image_shift",
-    "flip_axis_angle",
-)
 
 
-def _train_config(regime: str, lora_rank: int, options: dict[str, object]):
-    """TrainConfig from a command's options (its ``locals()``): the ones given, defaults for the rest."""
+def _train_config(
+    regime: str,
+    lora_rank: int,
+    *,
+    steps: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    warmup_steps: int | None,
+    seed: int | None,
+    steps_per_call: int | None,
+    save_every: int | None,
+    image_shift: int | None,
+    flip_axis_angle: bool | None,
+) -> Any:
+    """TrainConfig from a command's options: the ones given, TrainConfig's defaults for the rest."""
     from csil_diag.vla.train import TrainConfig
 
-    given = {k: options[k] for k in TRAIN_OPTIONS if options.get(k) is not None}
-    return TrainConfig(regime=regime, lora_rank=lora_rank if regime != "full" else 0, **given)
+    options = given(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        steps_per_call=steps_per_call,
+        save_every=save_every,
+        image_shift=image_shift,
+        flip_axis_angle=flip_axis_angle,
+    )
+    return TrainConfig(regime=regime, lora_rank=lora_rank if regime != "full" else 0, **options)
 
 
 @vla_app.command("pretrain")
@@ -206,8 +208,20 @@ def pretrain(
     from csil_diag.vla.dataset import parse_demo_files
     from csil_diag.vla.train import TrainJob
 
-    train = _train_config("full", 0, locals())
-    files = parse_demo_files(_csv_list(tasks), _csv_list(demos))
+    train = _train_config(
+        "full",
+        0,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        steps_per_call=steps_per_call,
+        save_every=save_every,
+        image_shift=image_shift,
+        flip_axis_angle=flip_axis_angle,
+    )
+    files = parse_demo_files(list(split_csv(tasks)), list(split_csv(demos)))
     model = TINY if expert_width is None else with_expert_width(TINY, expert_width)
     job = TrainJob(out=out, model=model, data=files, train=train, command=command_line(), kind="pretrain")
     _run_training(job, "pretrain")
@@ -236,7 +250,8 @@ def finetune(
 
     from csil_diag.vla import config as vla_config
     from csil_diag.vla.dataset import parse_demo_files
-    from csil_diag.vla.train import FINETUNE_LR, REGIMES, TrainJob, regime_config
+    from csil_diag.vla.regimes import FINETUNE_LR, REGIMES, regime_config
+    from csil_diag.vla.train import TrainJob
 
     if regime not in REGIMES:
         raise UserError(f"--regime must be one of {', '.join(REGIMES)} (got {regime!r})")
@@ -244,8 +259,20 @@ def finetune(
     if not config_path.is_file():
         raise UserError(f"{base} is not a csil-diag π0 checkpoint (no config.json); train one with `vla pretrain`")
     base_config = vla_config.from_dict(json.loads(config_path.read_text()))
-    train = _train_config(regime, lora_rank, locals() | {"lr": FINETUNE_LR[regime] if lr is None else lr})
-    paths = _csv_list(demos)
+    train = _train_config(
+        regime,
+        lora_rank,
+        steps=steps,
+        batch_size=batch_size,
+        lr=FINETUNE_LR[regime] if lr is None else lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        steps_per_call=steps_per_call,
+        save_every=save_every,
+        image_shift=image_shift,
+        flip_axis_angle=flip_axis_angle,
+    )
+    paths = list(split_csv(demos))
     files = parse_demo_files([task] * len(paths), paths)
     model = regime_config(base_config, regime, train.lora_rank)
     job = TrainJob(out=out, model=model, data=files, train=train, base=base, command=command_line(), kind="finetune")
