@@ -229,7 +229,7 @@ _SMALL_NETS = {
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "entropy": {
-        # A few minutes on 2 cores: the README's main command.
+        # A few minutes on 2 cores: the main job's (scripts/main.sh).
         # Only the last parameters are kept (the full-width HetStat is ~40 MB a checkpoint).
         "quick": {
             "steps": 1000,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Thesis Fig. 6.6: the diagnostic for π0s fine-tuned differently, with the `vla diff` audit against their base.
-# cpu: the tiny base pre-trained on lift/can/square, fine-tuned on lift in the three regimes (README "The tiny π0");
+# cpu: the tiny base pre-trained on lift/can/square, fine-tuned on lift in the three regimes (docs/results/tiny-pi0.md);
 # gpu: BASE=<openpi base> FULL=… LORA=… FROZEN=… checkpoints fine-tuned elsewhere.
 source "$(dirname "$0")/common.sh"
 if [ -z "${BASE:-}" ]; then

@@ -42,7 +42,7 @@ def test_periodic_activations_known_values() -> None:
 
 def test_stationary_features_are_affine_for_small_projections() -> None:
     # Inside |h̃| < π/4 the two phases are π²/8 and πh̃/2, so the variance there is a quadratic form of the input:
-    # the reading behind the random-feature skip's separation at its initial lengthscale (README, issue 12).
+    # the reading behind the random-feature skip's separation at its initial lengthscale (docs/results/remedies.md).
     h = jnp.linspace(-0.78, 0.78, 41)[:, None]
     phi = stationary_features(h, jnp.ones((1, 1)), jnp.zeros(1), "periodic_relu") * math.sqrt(2)
     np.testing.assert_allclose(phi[:, 0], math.pi**2 / 8, atol=1e-5)
