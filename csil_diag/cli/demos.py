@@ -82,17 +82,15 @@ def demos(
 @demos_app.command("info")
 def demos_info(path: Path = typer.Argument(..., help="robomimic HDF5 file")) -> None:
     """Summary table of a robomimic HDF5: demos, lengths, success, keys and shapes."""
-    import numpy as np
-
     from csil_diag.data.robomimic import read_info
 
     info = read_info(path)
-    lengths = np.asarray(info.lengths) if info.lengths else np.zeros(1)
+    shortest, mean_length, longest = info.length_range
     table = Table(title=str(path), show_header=False)
     table.add_row("env", f"{info.env_args.get('env_name')} (task {info.env_args.get('task', '?')})")
     table.add_row("demos", f"{len(info.demos)} ({', '.join(f'{k} {len(v)}' for k, v in info.masks.items())})")
     table.add_row("samples", str(info.total))
-    table.add_row("length", f"min {lengths.min()}, mean {lengths.mean():.1f}, max {lengths.max()}")
+    table.add_row("length", f"min {shortest}, mean {mean_length:.1f}, max {longest}")
     table.add_row("success", f"{sum(info.success)}/{len(info.success)}")
     gen = info.meta.get("generator")
     if gen:

@@ -142,6 +142,12 @@ class DemoInfo:
     def total(self) -> int:
         return int(sum(self.lengths))
 
+    @property
+    def length_range(self) -> tuple[int | float, float, int | float]:
+        """(min, mean, max) demo length in steps; (0.0, 0.0, 0.0) for a file with no demos."""
+        lengths = np.asarray(self.lengths) if self.lengths else np.zeros(1)
+        return lengths.min().item(), float(lengths.mean()), lengths.max().item()
+
 
 @contextmanager
 def open_demos(path: str | os.PathLike) -> Iterator[h5py.File]:
