@@ -2,7 +2,7 @@
 # Set up (idempotent), then lint and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CSIL_DIAG_EXTRAS=test,ray bash scripts/setup.sh
+CSIL_DIAG_EXTRAS=test,ray,vision bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # One test process per core, idle ones stealing queued tests (the durations are uneven).

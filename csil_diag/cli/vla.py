@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,11 @@ def pretrain(
     expert_width: int = typer.Option(
         None, help="action-expert width = the state site's width [32; the embedded default 256; π0 1024]"
     ),
+    vision: str = typer.Option(
+        "siglip",
+        help="image encoder: siglip (trained here) | dinov2-s | efficientnet-lite0 (pre-trained elsewhere, frozen in "
+        "pre-training; needs csil-diag[vision])",
+    ),
 ) -> None:
     """Pre-train the tiny π0 from scratch on several tasks (two cameras, one prompt per task)."""
     from csil_diag.vla.adapter import TINY, with_expert_width
@@ -223,6 +229,7 @@ def pretrain(
     )
     files = parse_demo_files(list(split_csv(tasks)), list(split_csv(demos)))
     model = TINY if expert_width is None else with_expert_width(TINY, expert_width)
+    model = replace(model, vision=vision)
     job = TrainJob(out=out, model=model, data=files, train=train, command=command_line(), kind="pretrain")
     _run_training(job, "pretrain")
 

@@ -107,5 +107,5 @@ def compare_masked(
         "speedup": masked / dropped,
         "max_abs_diff": diff,
         "prefix_tokens": config.prefix_len,
-        "prefix_tokens_dropped": (len(config.cameras) - len(valid)) * config.siglip.num_patches,
+        "prefix_tokens_dropped": (len(config.cameras) - len(valid)) * config.image_tokens,
     }

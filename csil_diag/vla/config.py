@@ -17,6 +17,9 @@ from csil_diag.errors import UserError
 DTYPES = ("float32", "bfloat16")
 OPENPI_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 LORA_TARGETS = ("attn", "ffn")
+# The image encoder: the SigLIP-style tower trained with the model (``siglip``: openpi's layout), or a tower
+# pre-trained elsewhere, read from an installed package (csil_diag/vla/towers) and projected to the prefix width.
+VISION_TOWERS = ("siglip", "dinov2-s", "efficientnet-lite0")
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,15 @@ class Pi0Config:
     max_token_len: int = 48
     dtype: str = "bfloat16"  # activation dtype (openpi Pi0Config.dtype); params keep their own dtype
     cameras: tuple[str, ...] = OPENPI_CAMERAS
+    vision: str = "siglip"  # one of VISION_TOWERS; every tower reads siglip.image_size-px images
 
     def __post_init__(self) -> None:
+        if self.vision not in VISION_TOWERS:
+            raise UserError(f"vision tower must be one of {', '.join(VISION_TOWERS)} (got {self.vision!r})")
+        if self.vision == "dinov2-s" and self.siglip.image_size % 14:
+            raise UserError(
+                f"dinov2-s reads 14-px patches: image_size must be a multiple of 14 ({self.siglip.image_size})"
+            )
         if self.dtype not in DTYPES:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
         shared = ("depth", "num_heads", "num_kv_heads", "head_dim")
@@ -111,8 +121,18 @@ class Pi0Config:
             raise UserError("action_dim, action_horizon, max_token_len and vocab_size must be positive")
 
     @property
+    def image_tokens(self) -> int:
+        """Tokens per camera: the tower's patches (DINOv2 14-px patches; EfficientNet's stride-32 'same' map)."""
+        s = self.siglip.image_size
+        if self.vision == "dinov2-s":
+            return (s // 14) ** 2
+        if self.vision == "efficientnet-lite0":
+            return ((s + 31) // 32) ** 2
+        return self.siglip.num_patches
+
+    @property
     def prefix_len(self) -> int:
-        return len(self.cameras) * self.siglip.num_patches + self.max_token_len
+        return len(self.cameras) * self.image_tokens + self.max_token_len
 
     @property
     def suffix_len(self) -> int:
@@ -155,7 +175,12 @@ def preset(name: str, **overrides: Any) -> Pi0Config:
 
 # ------------------------------------------------------------------------------------------ (de)serialisation
 def to_dict(config: Pi0Config) -> dict[str, Any]:
-    return asdict(config)
+    """The config as JSON-able data; the default SigLIP tower is left out, so checkpoints written before towers could
+    be chosen keep their config and fingerprint."""
+    data = asdict(config)
+    if data["vision"] == "siglip":
+        del data["vision"]
+    return data
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -31,6 +31,7 @@ from flax import struct, traverse_util
 from csil_diag.vla.config import Pi0Config
 from csil_diag.vla.gemma import Gemma, KVCache
 from csil_diag.vla.siglip import SigLIP
+from csil_diag.vla.towers.module import PretrainedVision
 
 Array = jax.Array
 EMBEDDING_SITES = ("state", "actions", "prefix")
@@ -133,7 +134,10 @@ class PaliGemma(nn.Module):
     def setup(self) -> None:
         c = self.config
         self.llm = Gemma((c.llm, c.expert), c.vocab_size, c.dtype)
-        self.img = SigLIP(c.siglip, c.llm.width, c.dtype)
+        if c.vision == "siglip":
+            self.img = SigLIP(c.siglip, c.llm.width, c.dtype)
+        else:  # a tower pre-trained elsewhere, projected to the LLM width
+            self.img = PretrainedVision(c.vision, c.llm.width, c.dtype)
 
 
 class Pi0(nn.Module):

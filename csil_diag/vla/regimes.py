@@ -27,6 +27,7 @@ from csil_diag.vla.lora import frozen_mask
 REGIMES = ("full", "lora", "lora-frozen-vision")
 FINETUNE_LR = {"full": 3e-4, "lora": 1e-3, "lora-frozen-vision": 1e-3}  # LoRA adapters take a larger step
 VISION_PREFIX = "PaliGemma/img/"
+TOWER_PREFIX = "PaliGemma/img/tower/"  # a pre-trained tower's own weights (not its projection, PaliGemma/img/head)
 
 Flat = dict[str, jax.Array]
 
@@ -46,18 +47,27 @@ def regime_config(base: Pi0Config, regime: str, lora_rank: int) -> Pi0Config:
     return with_lora(base, lora_rank if regime.startswith("lora") else 0)
 
 
-def regime_frozen(config: Pi0Config, params: dict, regime: str) -> dict[str, bool]:
-    """Flat path → frozen, for ``regime``; the LoRA regimes use openpi's rule (:func:`lora.frozen_mask`)."""
+def regime_frozen(config: Pi0Config, params: dict, regime: str, train_tower: bool = True) -> dict[str, bool]:
+    """Flat path → frozen, for ``regime``; the LoRA regimes use openpi's rule (:func:`lora.frozen_mask`). A tower
+    pre-trained elsewhere (``config.vision``) is frozen too where ``train_tower`` is False (pre-training)."""
     if regime not in REGIMES:
         raise UserError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    if config.vision != "siglip" and not train_tower:
+        frozen = regime_frozen(config, params, regime)
+        return {k: v or k.startswith(TOWER_PREFIX) for k, v in frozen.items()}
     if regime == "full":
-        return {k: False for k in traverse_util.flatten_dict(params, sep="/")}
+        # A pre-trained tower's batch-norm statistics are data, not parameters: no optimiser (weight decay) moves them.
+        return {k: k.startswith(TOWER_PREFIX) and k.endswith(("/mean", "/var")) for k in _paths(params)}
     if config.llm.lora_rank <= 0 or config.expert.lora_rank <= 0:
         raise UserError(f"regime {regime} needs a config with LoRA on both experts")
     frozen = traverse_util.flatten_dict(frozen_mask(config, params), sep="/")
     if regime == "lora-frozen-vision":
         frozen = {k: v or k.startswith(VISION_PREFIX) for k, v in frozen.items()}
-    return frozen
+    return {k: v or (k.startswith(TOWER_PREFIX) and k.endswith(("/mean", "/var"))) for k, v in frozen.items()}
+
+
+def _paths(params: dict) -> list[str]:
+    return list(traverse_util.flatten_dict(params, sep="/"))
 
 
 def split_params(params: dict, frozen: dict[str, bool]) -> tuple[Flat, Flat]:

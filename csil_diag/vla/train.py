@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,83 +42,18 @@ from csil_diag.vla import config as vla_config
 from csil_diag.vla import pi0
 from csil_diag.vla.checkpoint import check_params, load_checkpoint, save_checkpoint
 from csil_diag.vla.config import Pi0Config
-from csil_diag.vla.dataset import Augment, DemoFile, VLADataset, compute_norm_stats, load_dataset, make_batch
+from csil_diag.vla.dataset import VLADataset, compute_norm_stats, load_dataset, make_batch
 from csil_diag.vla.lora import init_missing_lora
-from csil_diag.vla.regimes import REGIMES, Flat, count, merge_params, regime_frozen, split_params, with_lora
+from csil_diag.vla.regimes import Flat, count, merge_params, regime_frozen, split_params, with_lora
 from csil_diag.vla.tokenizer import ByteTokenizer, Tokenizer
+from csil_diag.vla.towers.module import load_tower_weights, pretrained_tower_params, tower_checksum
+from csil_diag.vla.train_config import TrainConfig, TrainJob, TrainResult
 
 STATE_FILE = "train_state.msgpack"
 RUN_FILE = "run.json"
 TRAIN_FILE = "train.json"
 
 Progress = Callable[[int, int, float], None]  # (step, total steps, mean loss of the last call; NaN before the first)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (openpi: AdamW b2 0.95, warmup + cosine decay, gradient clipping at 1)."""
-
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 1e-3  # peak learning rate
-    warmup_steps: int = 100
-    end_lr_fraction: float = 0.1  # the cosine decays to lr · this
-    weight_decay: float = 1e-4
-    clip_norm: float = 1.0
-    b1: float = 0.9
-    b2: float = 0.95
-    seed: int = 0
-    steps_per_call: int = 10  # optimiser steps per jitted call (lax.scan)
-    save_every: int = 250  # train_state.msgpack interval, steps
-    regime: str = "full"
-    lora_rank: int = 0  # LoRA regimes only
-    valid_samples: int = 512  # held-out loss on up to this many mask/valid samples at the end (0: skip)
-    image_shift: int = 4  # augmentation: random image shifts, ± pixels (0: none); see dataset.Augment
-    flip_axis_angle: bool = True  # augmentation: the other axis-angle vector of the same rotation, near θ = π
-
-    def __post_init__(self) -> None:
-        if self.regime not in REGIMES:
-            raise UserError(f"--regime must be one of {', '.join(REGIMES)} (got {self.regime!r})")
-        if self.regime.startswith("lora") != (self.lora_rank > 0):
-            raise UserError(f"regime {self.regime} needs lora_rank {'> 0' if self.regime != 'full' else '0'}")
-        if min(self.steps, self.batch_size, self.steps_per_call, self.save_every) < 1 or not (
-            self.lr > 0 and math.isfinite(self.lr)
-        ):
-            raise UserError("--steps, --batch-size, --steps-per-call, --save-every and --lr must be positive")
-        if self.steps % self.steps_per_call:
-            raise UserError(f"--steps ({self.steps}) must be a multiple of --steps-per-call ({self.steps_per_call})")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise UserError(f"--warmup-steps must be in [0, steps) (got {self.warmup_steps})")
-        if self.image_shift < 0:
-            raise UserError(f"--image-shift must be ≥ 0 (got {self.image_shift})")
-        if self.seed < 0:
-            raise UserError(f"--seed must be a non-negative integer (got {self.seed})")
-
-    @property
-    def augment(self) -> Augment:
-        return Augment(image_shift=self.image_shift, flip_axis_angle=self.flip_axis_angle)
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """One training run: the model (already in its regime's config), the data, and where it goes."""
-
-    out: Path
-    model: Pi0Config
-    data: tuple[DemoFile, ...]
-    train: TrainConfig
-    base: Path | None = None  # fine-tuning: the base checkpoint; None: from scratch
-    command: str = ""
-    kind: str = "pretrain"  # pretrain | finetune (recorded)
-
-
-@dataclass
-class TrainResult:
-    out: Path
-    model: Pi0Config
-    record: dict[str, Any] = field(default_factory=dict)  # what train.json holds
-    resumed: bool = False
-    already_done: bool = False
 
 
 # ------------------------------------------------------------------------------------------ optimisation
@@ -224,6 +159,8 @@ def run_identity(job: TrainJob, data: VLADataset) -> dict[str, Any]:
         "base": base,
         "data": [asdict(s) for s in data.sources],
     }
+    if job.base is None and job.model.vision != "siglip":  # the packaged weights a new model starts from
+        identity["vision"] = {"tower": job.model.vision, "sha256": tower_checksum(job.model.vision)}
     return json.loads(json.dumps(identity, default=str))  # as it reads back from JSON (tuples → lists)
 
 
@@ -280,7 +217,10 @@ def _clear_stale_checkpoint(work: Path) -> None:
 def initial_params(job: TrainJob, rng: jax.Array) -> dict:
     """Fresh params (pre-training), or the base checkpoint's with new LoRA adapters where the regime adds them."""
     if job.base is None:
-        return pi0.init_params(job.model, rng)
+        params = pi0.init_params(job.model, rng)
+        if job.model.vision != "siglip":
+            params = pretrained_tower_params(job.model.vision, params)[0]
+        return params
     base = load_checkpoint(job.base)
     if with_lora(base.config, 0) != with_lora(job.model, 0):
         raise UserError(f"{job.base} holds another model size than the one to fine-tune; use its config")
@@ -370,6 +310,8 @@ def run_training(
     load_start = time.perf_counter()
     data = load_dataset(model, job.data, split="train")
     identity = run_identity(job, data)
+    if job.base is None and model.vision != "siglip":
+        load_tower_weights(model.vision)  # a missing or damaged package is refused before anything is written
     if out.exists():
         if not (out / TRAIN_FILE).is_file():
             raise UserError(f"{out} exists and is not a finished training run; choose another --out")
@@ -392,7 +334,8 @@ def _train_in(job, data, identity, work: Path, lock: RunDir, load_start: float, 
 
     status("initialising the model")
     params = initial_params(job, jax.random.key(cfg.seed, impl="unsafe_rbg"))
-    frozen_flags = regime_frozen(model, params, cfg.regime)
+    # A pre-trained tower never sees the simulator in pre-training; fine-tuning trains it unless the regime freezes it.
+    frozen_flags = regime_frozen(model, params, cfg.regime, train_tower=job.kind == "finetune")
     trainable, frozen = split_params(params, frozen_flags)
     state = TrainState(0, trainable, make_optimizer(cfg).init(trainable), np.zeros(cfg.steps, np.float32), 0.0)
     if (work / STATE_FILE).is_file():
