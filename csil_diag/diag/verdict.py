@@ -159,6 +159,26 @@ def separation_by_width(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Issue 36's reading of the thesis' collapse: π0's embedding alone does not separate, the oracle object does.
+COLLAPSE_WITHOUT_OBJECT = 0.6
+COLLAPSE_WITH_OBJECT = 0.75
+
+
+def collapsed_widths(by_width: pd.DataFrame) -> list[int]:
+    """The π0 widths (> 0) at which a :func:`separation_by_width` table reads the collapse: the leading cells'
+    seed-mean variance-only AUROC ≤ 0.6 without the object while the same width with the object reads ≥ 0.75."""
+    leading = by_width[by_width.selection.isin(["leading", "none"]) & (by_width.width > 0)]
+    auroc = leading.set_index(["width", "object"]).auroc_gauss
+    return [
+        int(w)
+        for w in sorted(leading.width.unique())
+        if (w, False) in auroc.index
+        and (w, True) in auroc.index
+        and auroc[(w, False)] <= COLLAPSE_WITHOUT_OBJECT
+        and auroc[(w, True)] >= COLLAPSE_WITH_OBJECT
+    ]
+
+
 def held_out_demos(table: pd.DataFrame) -> int:
     """The held-out demos an entropy table's expert states come from (the valid split's episode count)."""
     return int(table[table.split == "valid"].n_episodes.iloc[0])

@@ -17,6 +17,7 @@ from csil_diag import __version__
 from csil_diag.diag.verdict import Verdict, run_verdict, separation_by_width
 from csil_diag.errors import UserError
 from csil_diag.report import figures
+from csil_diag.report.hunt import hunt_figure, hunt_members, hunt_rows, hunt_table
 from csil_diag.report.sweep_pages import audit_page, remedies_page, remedy_rows, settings_page, width_groups
 from csil_diag.report.text_pages import text_pages
 from csil_diag.runs import atomic_write_bytes, check_output_file, now_utc, read_json_file, read_parquet_file, umask_mode
@@ -198,7 +199,11 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
     from csil_diag.report import rl
 
     runs, sweeps, trains, objects = [], [], [], []
-    for d in map(Path, run_dirs):
+    dirs = []
+    for d in map(Path, run_dirs):  # a directory of sweeps and probes (a collapse hunt) stands for its members
+        plain = any((d / name).exists() for name in ("config.json", "sweep.json", "object_probe.parquet"))
+        dirs += [d] if plain or rl.is_train_run(d) else (hunt_members(d) or [d])
+    for d in dirs:
         if (d / "object_probe.parquet").exists():
             meta = read_json_file(d / "probe.json", "rerun `csil-diag probe object`")
             objects.append((meta, read_parquet_file(d / "object_probe.parquet", "rerun `csil-diag probe object`")))
@@ -223,6 +228,10 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
             pages += [(f"settings{number}", f) for f in settings_page(sweep, cells)]
     for number, (paths, frame) in enumerate(remedy_rows(sweeps)):
         pages += [(f"remedies{number}", f) for f in remedies_page(paths, frame)]
+    hunt = hunt_rows(sweeps, [(meta, table) for meta, table in objects])
+    if len(hunt) > 1:
+        pages.append(("hunt", hunt_figure(hunt)))
+        pages += [("hunt_table", f) for f in hunt_table(hunt)]
     tables = []
     for number, (paths, summary) in enumerate(width_groups(sweeps)):
         table = separation_by_width(summary)
@@ -267,7 +276,7 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
         ) as pdf:
             for name, fig in pages:
                 pdf.savefig(fig)
-                if name not in ("cover", "verdict", "summary"):
+                if name not in ("cover", "verdict", "summary", "hunt_table"):
                     png = out.with_name(f"{out.stem}_{name}.png")
                     fig.savefig(png, bbox_inches="tight")
                     pngs.append(png)
