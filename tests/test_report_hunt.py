@@ -106,3 +106,19 @@ def test_a_hunt_directory_stands_for_its_sweeps_and_probes(tmp_path: Path) -> No
     members = [p.relative_to(tmp_path).as_posix() for p in hunt_members(tmp_path)]
     assert members == ["a-sweep", "b-sweep", "a-sweep/object-probe", "b-sweep/object-probe"]
     assert hunt_members(tmp_path / "notes") == []
+
+
+def test_a_one_seed_cell_carries_its_runs_bootstrap_interval_and_says_so() -> None:
+    values = {(16, False): [0.7], (16, True): [0.8, 0.82, 0.84]}
+    cells = _cells(values)
+    for _, frame in cells:  # each run's own episode-cluster bootstrap interval
+        frame["auroc_gauss_valid_lo"] = frame.auroc_gauss_valid - 0.1
+        frame["auroc_gauss_valid_hi"] = frame.auroc_gauss_valid + 0.05
+    (row,) = hunt_rows([({"path": "s", "cells": [{"model": "m"}]}, cells)], [])
+    table = row["table"].set_index("object")
+    assert table.loc[False, "ci"] == "bootstrap"
+    assert (table.loc[False, "auroc_gauss_lo"], table.loc[False, "auroc_gauss_hi"]) == pytest.approx((0.6, 0.75))
+    assert table.loc[True, "ci"] == "seeds"  # three seeds: the t-interval over them, symmetric about the mean
+    assert table.loc[True, "auroc_gauss_hi"] - 0.82 == pytest.approx(0.82 - table.loc[True, "auroc_gauss_lo"])
+    text = "\n".join(t.get_text() for fig in hunt_table([row]) for t in fig.texts)
+    assert "[0.60, 0.75]*" in text

@@ -60,7 +60,8 @@ def hunt_rows(
         model = _model_of(sweep)
         if model is None or not any("width" in t.columns for _, t in cells):
             continue
-        table = separation_by_width(pd.concat([t for _, t in cells], ignore_index=True))
+        summary = pd.concat([t for _, t in cells], ignore_index=True)
+        table = _with_bootstrap_for_one_seed(separation_by_width(summary), summary)
         table = table[table.selection.isin(["leading", "none"])]
         rows.append(
             {
@@ -72,6 +73,22 @@ def hunt_rows(
             }
         )
     return rows
+
+
+def _with_bootstrap_for_one_seed(by_width: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Where a cell has one seed (no interval over seeds), its run's own 95 % episode-cluster bootstrap interval of
+    the variance-only AUROC; ``ci`` says which interval each row carries ("seeds" or "bootstrap")."""
+    online = summary[summary.split == "online"]
+    last = online[online.step == online.groupby("cell").step.transform("max")]
+    out = by_width.assign(ci="seeds")
+    for i, row in out[out.n == 1].iterrows():
+        match = last[(last.width == row.width) & (last.object == row.object) & (last.selection == row.selection)]
+        if len(match) == 1 and "auroc_gauss_valid_lo" in match:
+            out.loc[i, ["auroc_gauss_lo", "auroc_gauss_hi"]] = (
+                match[["auroc_gauss_valid_lo", "auroc_gauss_valid_hi"]].iloc[0].to_numpy()
+            )
+            out.loc[i, "ci"] = "bootstrap"
+    return out
 
 
 def _key(model: object) -> str:
@@ -103,7 +120,11 @@ def hunt_figure(rows: list[dict]) -> Figure:
         ax.set_title(f"{'with' if obj else 'without'} the object", fontsize=11)
         ax.legend(loc="lower left", fontsize=8)
     seeds = sorted({int(n) for r in rows for n in r["table"].n})
-    fig.suptitle(f"Collapse hunt: separation by width per π0 (mean, 95 % CI over {'/'.join(map(str, seeds))} seeds)")
+    note = "; one seed: its run's episode-cluster bootstrap" if 1 in seeds else ""
+    fig.suptitle(
+        f"Collapse hunt: separation by width per π0 (mean, 95 % CI over {'/'.join(map(str, seeds))} seeds{note})",
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
@@ -115,7 +136,8 @@ def hunt_table(rows: list[dict]) -> list[Figure]:
     lines = [header, "-" * len(header)]
     for row in rows:
         for r in row["table"].sort_values(["object", "width"]).itertuples():
-            ci = f"[{r.auroc_gauss_lo:.2f}, {r.auroc_gauss_hi:.2f}]" if math.isfinite(r.auroc_gauss_lo) else "(1 seed)"
+            ci = f"[{r.auroc_gauss_lo:.2f}, {r.auroc_gauss_hi:.2f}]" if math.isfinite(r.auroc_gauss_lo) else "—"
+            ci += "*" if getattr(r, "ci", "seeds") == "bootstrap" else ""
             lines.append(
                 f"{row['name'][:35]:<36}{r.width:>6}{'with' if r.object else 'without':>8}{r.n:>6}"
                 f"{r.auroc_gauss:>10.3f} {ci:<13}{r.auroc_h:>9.3f}{r.gap_gauss:>+8.2f}"
@@ -136,7 +158,8 @@ def hunt_table(rows: list[dict]) -> list[Figure]:
         lines.append(f"  {row['name']}: {verdict}; object / robot {ratio}")
     lines += [
         "",
-        f"Last BC step, leading dimensions, mean over seeds; 95 % t-interval over seeds. Criterion: issue 36's "
+        "Last BC step, leading dimensions, mean over seeds; 95 % t-interval over seeds (* one seed: the run's own",
+        "episode-cluster bootstrap interval). Criterion: issue 36's "
         f"({COLLAPSE_WITHOUT_OBJECT} / {COLLAPSE_WITH_OBJECT}).",
     ]
     return text_pages("Collapse hunt: separation per π0, width and object", lines, mono=True)
