@@ -120,11 +120,13 @@ def hunt_figure(rows: list[dict]) -> Figure:
         ax.set_title(f"{'with' if obj else 'without'} the object", fontsize=11)
         ax.legend(loc="lower left", fontsize=8)
     seeds = sorted({int(n) for r in rows for n in r["table"].n})
-    note = "; one seed: its run's episode-cluster bootstrap" if 1 in seeds else ""
-    fig.suptitle(
-        f"Collapse hunt: separation by width per π0 (mean, 95 % CI over {'/'.join(map(str, seeds))} seeds{note})",
-        fontsize=11,
-    )
+    if seeds == [1]:
+        over = "one seed a point: its run's 95 % episode-cluster bootstrap CI"
+    else:
+        over = f"mean, 95 % CI over {'/'.join(map(str, seeds))} seeds" + (
+            "; one seed: its run's bootstrap" * (1 in seeds)
+        )
+    fig.suptitle(f"Collapse hunt: separation by width per π0 ({over})", fontsize=11)
     fig.tight_layout()
     return fig
 
