@@ -228,7 +228,7 @@ def build_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> R
             pages += [(f"settings{number}", f) for f in settings_page(sweep, cells)]
     for number, (paths, frame) in enumerate(remedy_rows(sweeps)):
         pages += [(f"remedies{number}", f) for f in remedies_page(paths, frame)]
-    hunt = hunt_rows(sweeps, [(meta, table) for meta, table in objects])
+    hunt = hunt_rows(sweeps, objects)
     if len(hunt) > 1:
         pages.append(("hunt", hunt_figure(hunt)))
         pages += [("hunt_table", f) for f in hunt_table(hunt)]
